@@ -1,0 +1,100 @@
+"""The Python API ranking services use to submit failures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+import uuid
+
+from celery import Celery
+from pydantic import ValidationError
+
+from schemas import tasks
+from schemas.errors import describe
+from schemas.failures import FailureBatch, RankingFailure
+from schemas.settings import Settings, get_settings
+from worker import store
+
+
+class InvalidInput(ValueError):
+    """Input rejected before anything was enqueued; ``problems`` name record and field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """One batch: its id, and whether this call enqueued it (False: enqueued before)."""
+
+    batch_id: str
+    new: bool
+
+
+def validate_failures(records: Sequence[Any]) -> list[RankingFailure]:
+    """Validate every record; raise InvalidInput naming each bad record and field."""
+    if not records:
+        raise InvalidInput(["no failures given: at least one is required"])
+    out, problems = [], []
+    for i, record in enumerate(records):
+        try:
+            out.append(RankingFailure.model_validate(record))
+        except ValidationError as exc:
+            problems += [f"record {i}: {line}" for line in describe(exc)]
+    if problems:
+        raise InvalidInput(problems)
+    return out
+
+
+def chunk(failures: list[RankingFailure], size: int) -> list[FailureBatch]:
+    """Consecutive batches of at most ``size`` failures."""
+    return [FailureBatch(failures=failures[i : i + size]) for i in range(0, len(failures), size)]
+
+
+class Producer:
+    """Validates failures, batches them, and enqueues one episode per new batch."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.celery = Celery("ripmap_producer", broker=self.settings.broker)
+        self.celery.conf.update(task_serializer="json", accept_content=["json"],
+                                broker_connection_retry_on_startup=True)
+        self.state = store.connect(self.settings.state_url)
+
+    def enqueue(self, records: Iterable[Any]) -> list[Enqueued]:
+        """Validate all records, then enqueue their batches; nothing is sent if any is bad."""
+        batches = chunk(validate_failures(list(records)), self.settings.batch_size)
+        return [self.enqueue_batch(b) for b in batches]
+
+    def enqueue_batch(self, batch: FailureBatch) -> Enqueued:
+        """Enqueue one batch once: the same content submitted again is not sent again."""
+        ttl = self.settings.dedupe_ttl_seconds
+        if not store.mark_batch(self.state, batch.batch_id, ttl):
+            return Enqueued(batch.batch_id, new=False)
+        try:
+            self.send(tasks.REASON_EPISODE, [batch.model_dump(mode="json")], batch.batch_id)
+        except Exception:
+            # the claim must not outlive a failed send, or a retry would be dropped
+            store.unmark_batch(self.state, batch.batch_id)
+            raise
+        return Enqueued(batch.batch_id, new=True)
+
+    def distill(self) -> str:
+        """Ask for a distillation now; returns the request id its outcome is kept under."""
+        request_id = uuid.uuid4().hex
+        self.send(tasks.DISTILL, [], request_id, kwargs={"force": True, "request_id": request_id})
+        return request_id
+
+    def send(
+        self, name: str, args: list[Any], task_id: str | None, kwargs: dict[str, Any] | None = None
+    ) -> None:
+        """Publish a task by name on its queue."""
+        self.celery.send_task(name, args=args, kwargs=kwargs or {}, task_id=task_id,
+                              queue=tasks.TASK_QUEUES[name])
+
+    def close(self) -> None:
+        """Release broker and state connections."""
+        self.celery.close()
+        self.state.close()

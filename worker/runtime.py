@@ -1,0 +1,29 @@
+"""Per-process singletons: settings, the state-store client, the reasoner."""
+
+from __future__ import annotations
+
+import functools
+
+import redis
+
+from schemas.settings import Settings, get_settings
+from worker import store
+from worker.reasoners import get_reasoner
+from worker.reasoners.base import Reasoner
+
+
+@functools.cache
+def settings() -> Settings:
+    """This process's settings, read once."""
+    return get_settings()
+
+
+@functools.cache
+def state() -> redis.Redis:
+    """This process's state-store client (thread-safe, pooled)."""
+    return store.connect(settings().state_url)
+
+
+def reasoner() -> Reasoner:
+    """This process's reasoner."""
+    return get_reasoner(settings())

@@ -1,0 +1,152 @@
+"""Reading and writing the shared state in Redis: the one home for it.
+
+The CLI and the HTTP API read through these functions too, so no key name is
+spelled outside ``worker.keys``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from schemas.params import PARAM_NAMES, ParameterPoint
+from schemas.scratchpad import ChangeStat, Insight, ScratchpadSummary
+from schemas.wisdom import Wisdom
+from worker import keys, scripts
+
+Pipe = redis.client.Pipeline
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that decodes to str and retries briefly through a Redis restart."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
+def get_params(client: redis.Redis) -> ParameterPoint:
+    """The current parameters (defaults for any never stepped)."""
+    return params_from(client.hgetall(keys.PARAMS))
+
+
+def queue_params(pipe: Pipe) -> None:
+    """Queue a read of the current parameters; parse the reply with ``params_from``."""
+    pipe.hgetall(keys.PARAMS)
+
+
+def params_from(raw: dict[str, str]) -> ParameterPoint:
+    """The parameters from their Redis hash (defaults for missing fields)."""
+    return ParameterPoint.from_mapping({k: v for k, v in raw.items() if k in PARAM_NAMES})
+
+
+def set_params(client: redis.Redis, params: ParameterPoint, pipe: Pipe | None = None) -> None:
+    """Replace the current parameters."""
+    (pipe or client).hset(keys.PARAMS, mapping=params.as_floats())
+
+
+def mark_batch(client: redis.Redis, batch_id: str, ttl: int) -> bool:
+    """Claim a batch id for enqueueing; False when it was enqueued before."""
+    return bool(client.set(keys.batch_seen(batch_id), "1", nx=True, ex=ttl))
+
+
+def unmark_batch(client: redis.Redis, batch_id: str) -> None:
+    """Forget a claim whose enqueue failed, so the batch can be submitted again."""
+    client.delete(keys.batch_seen(batch_id))
+
+
+def merged_flags(client: redis.Redis, episode_ids: list[str]) -> list[bool]:
+    """For each episode id, whether it has been merged, in one round trip."""
+    if not episode_ids:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for eid in episode_ids:
+        pipe.exists(keys.merged(eid))
+    return [bool(x) for x in pipe.execute()]
+
+
+def summary(client: redis.Redis, top_k: int = 10) -> ScratchpadSummary:
+    """Every aggregate of the scratchpad, in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(keys.STATS)
+    pipe.hgetall(keys.PARAMS)
+    pipe.hgetall(keys.CHANGES)
+    pipe.hgetall(keys.CONFIDENCE)
+    scripts.queue_top_insights(pipe, top_k)
+    stats, params, changes, conf, top = pipe.execute()
+    return _summary_from(stats, params, changes, conf, scripts.parse_top_insights(top))
+
+
+def recent_episodes(client: redis.Redis, n: int) -> list[dict[str, Any]]:
+    """The ``n`` most recently merged episodes, newest first, as JSON dicts."""
+    return [json.loads(raw) for raw in client.lrange(keys.EPISODE_LOG, 0, n - 1)]
+
+
+def latest_wisdom(client: redis.Redis) -> Wisdom | None:
+    """The newest distillation, if any."""
+    raw = client.get(keys.WISDOM_LATEST)
+    return Wisdom.model_validate_json(raw) if raw else None
+
+
+def save_wisdom(client: redis.Redis, wisdom: Wisdom, *, consumed: int, keep: int) -> None:
+    """Store a new wisdom version and count ``consumed`` merges as distilled, atomically."""
+    raw = wisdom.model_dump_json()
+    pipe = client.pipeline(transaction=True)
+    pipe.set(keys.WISDOM_LATEST, raw)
+    pipe.lpush(keys.WISDOM_HISTORY, raw)
+    pipe.ltrim(keys.WISDOM_HISTORY, 0, keep - 1)
+    pipe.hset(keys.STATS, "wisdom_version", wisdom.version)
+    # subtract what this run saw rather than reset: merges during the run stay pending
+    pipe.hincrby(keys.STATS, "pending_distill", -consumed)
+    pipe.execute()
+
+
+def record_distill_result(client: redis.Redis, request_id: str, result: dict[str, Any]) -> None:
+    """Keep a requested distillation's outcome for an hour, for the requester to read."""
+    client.set(keys.distill_result(request_id), json.dumps(result), ex=3_600)
+
+
+def distill_result(client: redis.Redis, request_id: str) -> dict[str, Any] | None:
+    """The outcome of a requested distillation, once it ran."""
+    raw = client.get(keys.distill_result(request_id))
+    return dict(json.loads(raw)) if raw else None
+
+
+def _summary_from(
+    stats: dict[str, str],
+    params: dict[str, str],
+    changes: dict[str, str],
+    conf: dict[str, str],
+    top: dict[str, list[tuple[str, int]]],
+) -> ScratchpadSummary:
+    episodes = int(stats.get("episodes", 0))
+    return ScratchpadSummary(
+        episodes=episodes,
+        unparsable=int(stats.get("unparsable", 0)),
+        proposals=int(stats.get("proposals", 0)),
+        dropped_proposals=int(stats.get("dropped_proposals", 0)),
+        pending_distill=int(stats.get("pending_distill", 0)),
+        mean_confidence=float(stats.get("confidence_sum", 0.0)) / max(episodes, 1),
+        params=params_from(params),
+        changes=_change_stats(changes, conf),
+        wisdom_version=int(stats.get("wisdom_version", 0)),
+        last_merged_at=float(stats["last_merged_at"]) if "last_merged_at" in stats else None,
+        **{kind: [Insight(text=t, count=c) for t, c in top[kind]] for kind in keys.INSIGHT_KINDS},
+    )
+
+
+def _change_stats(changes: dict[str, str], conf: dict[str, str]) -> list[ChangeStat]:
+    out = []
+    for key, count in changes.items():
+        param, direction = key.split(":", 1)
+        n = int(count)
+        out.append(ChangeStat(param=param, direction=direction, count=n,
+                              mean_confidence=float(conf.get(key, 0.0)) / max(n, 1)))
+    return sorted(out, key=lambda c: (-c.count, c.param, c.direction))

@@ -1,0 +1,77 @@
+"""Celery tasks: thin wrappers that validate a JSON payload and call one plain function.
+
+Task names are the wire contract (``schemas.tasks``); renaming one orphans queued messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from celery import Task
+from pydantic import ValidationError
+
+from schemas import tasks as names
+from schemas.episode import ReasoningEpisode
+from schemas.errors import describe
+from schemas.failures import FailureBatch
+from worker import deadletters, distill, episodes, reducer, runtime, store
+from worker.app import app
+from worker.reasoners.base import PermanentReasonerError, TransientReasonerError
+
+# Only errors that may succeed next time are retried by Celery: the state store being
+# briefly unreachable. Reasoner errors are retried inside the reasoner, then dead-lettered.
+RETRY = {
+    "autoretry_for": (redis.ConnectionError, redis.TimeoutError),
+    "max_retries": 10,
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+}
+
+
+@app.task(name=names.REASON_EPISODE, bind=True, **RETRY)
+def reason_episode(self: Task, batch: Any) -> dict[str, Any]:
+    """Reason about one batch of failures, then hand the episode to the reducer."""
+    client, settings = runtime.state(), runtime.settings()
+    try:
+        parsed = episodes.parse_batch(batch, settings)
+    except ValidationError as exc:
+        return _dead(names.REASON_EPISODE, batch, "invalid batch: " + "; ".join(describe(exc)))
+    try:
+        episode = episodes.process(client, parsed, settings, runtime.reasoner())
+    except (PermanentReasonerError, TransientReasonerError) as exc:
+        return _dead(names.REASON_EPISODE, batch, f"reasoner gave up: {exc}", parsed.batch_id)
+    if episode is None:
+        return {"status": "already-merged", "batch_id": parsed.batch_id}
+    merge_insights.apply_async(args=[episode.model_dump(mode="json")])
+    return {"status": "reasoned", "episode_id": episode.episode_id}
+
+
+@app.task(name=names.MERGE_INSIGHTS, **RETRY)
+def merge_insights(episode: Any) -> dict[str, Any]:
+    """Merge one episode into the shared scratchpad (a redelivery changes nothing)."""
+    try:
+        parsed = ReasoningEpisode.model_validate(episode)
+    except ValidationError as exc:
+        return _dead(names.MERGE_INSIGHTS, episode, "invalid episode: " + "; ".join(describe(exc)))
+    merged = reducer.merge(runtime.state(), parsed, runtime.settings())
+    return {"status": "merged" if merged else "duplicate", "episode_id": parsed.episode_id}
+
+
+@app.task(name=names.DISTILL, **RETRY)
+def distill_scratchpad(force: bool = False, request_id: str | None = None) -> dict[str, Any]:
+    """Distill the scratchpad into a new wisdom version, if anything is new."""
+    client = runtime.state()
+    outcome = distill.distill(client, runtime.settings(), runtime.reasoner(), force=bool(force))
+    result = {"status": outcome.status, "version": outcome.version}
+    if request_id:
+        store.record_distill_result(client, str(request_id)[:64], result)
+    return result
+
+
+def _dead(task: str, payload: Any, reason: str, letter_id: str | None = None) -> dict[str, Any]:
+    letter = deadletters.add(runtime.state(), task, payload, reason, letter_id=letter_id)
+    return {"status": "dead-lettered", "id": letter, "reason": reason}
