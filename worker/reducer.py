@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from typing import Any
 
 import redis
@@ -51,7 +52,7 @@ def delta(episode: ReasoningEpisode) -> dict[str, Any]:
             **_usage_stats(episode),
         },
         "stats_float": {"confidence_sum": answer.confidence if ok else 0.0},
-        "stats_set": {"last_merged_at": repr(episode.finished_at)},
+        "stats_set": {"last_merged_at": repr(time.time())},
         "changes": [[f"{c.param}:{c.direction.value}", answer.confidence] for c in changes],
         "steps": [list(stepping.step(c)) for c in changes] if apply else [],
         "insights": [

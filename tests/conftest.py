@@ -1,0 +1,64 @@
+"""Fixtures: a private Redis per session (or RIPMAP_TEST_REDIS_URL), flushed per test,
+and real Celery workers as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from schemas.settings import Settings
+from tests.services import Worker, start_private_redis, worker_env
+from worker import store
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis the tests own: RIPMAP_TEST_REDIS_URL (it gets flushed!) or a private one."""
+    external = os.environ.get("RIPMAP_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    proc, url, data = start_private_redis()
+    yield url
+    proc.terminate()
+    proc.wait(10)
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    """A state-store client on a flushed state database (the broker's is left alone)."""
+    c = store.connect(redis_url)
+    c.flushdb()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def settings(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings pointed at the test Redis, with the rule-based reasoner."""
+    for name in list(os.environ):
+        if name.startswith("RIPMAP_") or name in ("REDIS_URL", "ANTHROPIC_API_KEY"):
+            monkeypatch.delenv(name)
+    for name, value in worker_env(redis_url).items():
+        if name.startswith("RIPMAP_"):
+            monkeypatch.setenv(name, value)
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def session_worker(redis_url: str) -> Iterator[Worker]:
+    """One real worker (threads, concurrency 8) on both queues, shared by pipeline tests."""
+    w = Worker(worker_env(redis_url), concurrency=8, name="session").wait_ready()
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def worker(session_worker: Worker, client: redis.Redis) -> Worker:
+    """The shared worker, with a flushed Redis."""
+    return session_worker
