@@ -221,7 +221,7 @@ def _distill_now(settings: Settings, client: redis.Redis, timeout: float) -> str
 
 
 def _queue_depths(settings: Settings) -> dict[str, int]:
-    from kombu import Connection
+    from kombu.connection import Connection
 
     depths = {}
     with Connection(settings.broker) as conn:

@@ -63,7 +63,9 @@ def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Pop
     return proc, url
 
 
-def wait_for_redis(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20) -> None:
+def wait_for_redis(
+    url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20
+) -> None:
     """Block until the server answers PING (and has loaded its AOF)."""
     client = redis.Redis.from_url(url)
     deadline = time.monotonic() + timeout
@@ -77,7 +79,9 @@ def wait_for_redis(url: str, proc: subprocess.Popen[bytes] | None = None, timeou
     raise RuntimeError(f"redis at {url} did not answer within {timeout}s")
 
 
-def worker_command(queue: str, pool: str, concurrency: int, name: str, beat: Path | None) -> list[str]:
+def worker_command(
+    queue: str, pool: str, concurrency: int, name: str, beat: Path | None
+) -> list[str]:
     """The celery worker command line for one queue."""
     cmd = [
         sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queue,

@@ -54,8 +54,9 @@ class Worker:
     def __init__(self, env: dict[str, str], queues: str = "episodes,merge", pool: str = "threads",
                  concurrency: int = 4, name: str = "test", beat: bool = False) -> None:
         self.log = Path(tempfile.mkstemp(prefix=f"ripmap-{name}-", suffix=".log")[1])
+        node = f"{name}-{os.getpid()}-{time.time_ns()}@%h"
         cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queues,
-               "-P", pool, "-c", str(concurrency), "-n", f"{name}-{os.getpid()}-{time.time_ns()}@%h",
+               "-P", pool, "-c", str(concurrency), "-n", node,
                "-l", "INFO", "--without-gossip", "--without-mingle"]
         if beat:
             cmd += ["-B", "-s", str(self.log.with_suffix(".beat"))]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -41,7 +41,7 @@ def add(
 
 def list_all(client: redis.Redis, limit: int = 100) -> list[DeadLetter]:
     """The newest ``limit`` dead letters."""
-    ids = client.zrevrange(keys.DEAD_LETTER_ORDER, 0, limit - 1)
+    ids = cast(list[str], client.zrevrange(keys.DEAD_LETTER_ORDER, 0, limit - 1))
     raw = client.hmget(keys.DEAD_LETTERS, ids) if ids else []
     return [DeadLetter.model_validate_json(r) for r in raw if r]
 

@@ -90,7 +90,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-_INSIGHT_KEYS = [k for kind in keys.INSIGHT_KINDS for k in (keys.insights(kind), keys.insight_text(kind))]
+_INSIGHT_KEYS = [
+    k for kind in keys.INSIGHT_KINDS for k in (keys.insights(kind), keys.insight_text(kind))
+]
 
 
 def merge_episode(

@@ -7,7 +7,7 @@ spelled outside ``worker.keys``.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -34,7 +34,7 @@ def connect(url: str) -> redis.Redis:
 
 def get_params(client: redis.Redis) -> ParameterPoint:
     """The current parameters (defaults for any never stepped)."""
-    return params_from(client.hgetall(keys.PARAMS))
+    return params_from(cast(dict[str, str], client.hgetall(keys.PARAMS)))
 
 
 def queue_params(pipe: Pipe) -> None:
@@ -49,7 +49,7 @@ def params_from(raw: dict[str, str]) -> ParameterPoint:
 
 def set_params(client: redis.Redis, params: ParameterPoint, pipe: Pipe | None = None) -> None:
     """Replace the current parameters."""
-    (pipe or client).hset(keys.PARAMS, mapping=params.as_floats())
+    (pipe or client).hset(keys.PARAMS, mapping=cast(Any, params.as_floats()))
 
 
 def mark_batch(client: redis.Redis, batch_id: str, ttl: int) -> bool:

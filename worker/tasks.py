@@ -14,7 +14,6 @@ from pydantic import ValidationError
 from schemas import tasks as names
 from schemas.episode import ReasoningEpisode
 from schemas.errors import describe
-from schemas.failures import FailureBatch
 from worker import deadletters, distill, episodes, reducer, runtime, store
 from worker.app import app
 from worker.reasoners.base import PermanentReasonerError, TransientReasonerError

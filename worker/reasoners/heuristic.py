@@ -87,7 +87,7 @@ def _vote(signatures: dict[str, int]) -> tuple[list[ProposedChange], int]:
     changes = [ProposedChange(param=p, direction=INC if s > 0 else DEC, magnitude=why[p][0],
                               rationale=f"rule-based: {why[p][1]}")
                for p, s in sorted(score.items()) if s != 0]
-    return changes, max((abs(s) for s in score.values()), default=0)
+    return changes, int(max((abs(s) for s in score.values()), default=0))
 
 
 def _diagnosis(signatures: dict[str, int], n: int) -> str:
