@@ -155,6 +155,10 @@ class Stat:
         return (f"{self.median:,.{digits}f}{unit} ({self.lo:,.{digits}f}–"
                 f"{self.hi:,.{digits}f})")
 
+    def fmt_ratio(self) -> str:
+        """``**median** (min-max)`` with two decimals."""
+        return f"**{self.median:.2f}** ({self.lo:.2f}–{self.hi:.2f})"
+
 
 def stat(values: Sequence[float]) -> Stat:
     """A Stat of at least one value."""
