@@ -14,6 +14,7 @@ from schemas import tasks
 from schemas.errors import describe
 from schemas.failures import FailureBatch, RankingFailure
 from schemas.settings import Settings, get_settings
+from schemas.versions import Evaluation
 from worker import store
 
 
@@ -80,6 +81,17 @@ class Producer:
             store.unmark_batch(self.state, batch.batch_id)
             raise
         return Enqueued(batch.batch_id, new=True)
+
+    def step(self) -> None:
+        """Ask for the consensus step on pending votes now, without waiting for a quorum."""
+        self.send(tasks.STEP_PARAMS, [], None, kwargs={"force": True})
+
+    def report_evaluation(self, evaluation: Evaluation) -> str:
+        """Send an evaluation of a version; returns its id (a redelivery counts once)."""
+        eid = evaluation.evaluation_id or uuid.uuid4().hex
+        payload = evaluation.model_copy(update={"evaluation_id": eid})
+        self.send(tasks.REPORT_EVALUATION, [payload.model_dump(mode="json")], eid)
+        return eid
 
     def distill(self) -> str:
         """Ask for a distillation now; returns the request id its outcome is kept under."""

@@ -24,7 +24,8 @@ from schemas.params import PARAM_SPECS, ParameterPoint
 from schemas.scratchpad import ScratchpadSummary
 from schemas.settings import Settings, get_settings
 from schemas.tasks import EPISODE_QUEUE, MERGE_QUEUE
-from worker import deadletters, store
+from schemas.versions import Evaluation
+from worker import deadletters, store, versions
 
 out = Console()
 err = Console(stderr=True)
@@ -67,8 +68,9 @@ def cmd_optimize(args: argparse.Namespace, settings: Settings) -> int:
     with embedded.service(settings) as live:
         client = store.connect(live.state_url)
         if start_params is not None:
-            store.set_params(client, start_params)
+            versions.set_manual(client, start_params, f"optimize --params {args.params}")
         _wait(live, _submit(live, records), args.timeout)
+        _step_now(live, client, args.timeout)
         summary = store.summary(client)
     _write_outputs(summary, args.output, args.scratchpad)
     _print_summary(summary)
@@ -96,6 +98,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     with embedded.service(settings) as live:
         client = store.connect(live.state_url)
         _wait(live, _submit(live, records), args.timeout)
+        _step_now(live, client, args.timeout)
         wisdom_md = _distill_now(live, client, args.timeout)
         summary = store.summary(client)
     _print_summary(summary)
@@ -157,6 +160,75 @@ def _retry_dead(live: Settings, client: redis.Redis, args: argparse.Namespace) -
         deadletters.remove(client, letter.id)
     out.print(f"re-enqueued {len(letters)} dead letters")
     return 0 if letters else 1
+
+
+def cmd_params(args: argparse.Namespace, settings: Settings) -> int:
+    """Write a version's parameters as ripmap's flat params.json (current by default)."""
+    with embedded.service(settings, workers=False) as live:
+        client = store.connect(live.state_url)
+        number = versions.best_number(client) if args.best else args.version
+        if args.best and number is None:
+            err.print("no best version yet: report evaluations first (report-eval)")
+            return 1
+        record = versions.get(client, versions.current_number(client) if number is None
+                              else number)
+    if record is None:
+        err.print(f"no parameter version {number}")
+        return 1
+    text = json.dumps(record.params.as_floats(), indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+        out.print(f"version {record.version} written to {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    """Parameter versions with NDCG, what changed, and why."""
+    with embedded.service(settings, workers=False) as live:
+        client = store.connect(live.state_url)
+        rows = versions.history(client, args.limit)
+        best = versions.best_number(client)
+    table = Table(title="Parameter versions (newest first)")
+    for col in ("version", "reason", "from", "NDCG (cases)", "changes", "provenance"):
+        table.add_column(col)
+    for record, sc in rows:
+        ndcg = f"{sc.mean_ndcg:.3f} ({sc.cases})" if sc.mean_ndcg is not None else "-"
+        mark = " best" if record.version == best else ""
+        changes = ", ".join(f"{p} x{f:.2f}" for p, f in record.factors.items()) or record.note
+        table.add_row(f"v{record.version}{mark}", record.reason, str(record.parent or "-"),
+                      ndcg, changes[:80], f"{len(record.provenance)} episodes")
+    out.print(table)
+    return 0
+
+
+def cmd_report_eval(args: argparse.Namespace, settings: Settings) -> int:
+    """Report a ranking service's NDCG for a version (moves best, may roll back)."""
+    per_case = json.loads(Path(args.per_case).read_text()) if args.per_case else []
+    try:
+        evaluation = Evaluation(version=args.version, mean_ndcg=args.ndcg, cases=args.cases,
+                                per_case=per_case)
+    except ValidationError as exc:
+        raise InvalidInput(describe(exc)) from None
+    with embedded.service(settings) as live:
+        producer = Producer(live)
+        eid = producer.report_evaluation(evaluation)
+        client = store.connect(live.state_url)
+        _poll(lambda: int(versions.evaluation_recorded(client, eid)), 1, args.timeout,
+              lambda _: None)
+        best = versions.best_number(client)
+    out.print(f"recorded NDCG {evaluation.mean_ndcg:.3f} over {evaluation.cases} cases for "
+              f"v{evaluation.version}; best is {'v' + str(best) if best is not None else 'unset'}")
+    return 0
+
+
+def _step_now(settings: Settings, client: redis.Redis, timeout: float) -> None:
+    """Take the consensus step on whatever votes are pending, without waiting for a quorum."""
+    if not versions.pending_votes(client):
+        return
+    Producer(settings).step()
+    _poll(lambda: int(versions.pending_votes(client) == 0), 1, timeout, lambda _: None)
 
 
 def _submit(settings: Settings, records: list[Any]) -> list[str]:
@@ -288,6 +360,115 @@ def _print_dead(letters: list[Any]) -> None:
     out.print(table)
 
 
+def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
+    """Push failures from stdin (JSONL) as they arrive.
+
+    Each line is validated and pushed as soon as it arrives (lines that arrive together
+    are pushed in one transaction). A bad line is reported with its number and skipped:
+    the lines before and after it are pushed. Exit status 2 when any line was bad. At the
+    end, partial batches stay buffered for the flusher, or are enqueued at once with
+    --flush (always on the embedded default, whose beat stops with the command).
+    """
+    from producer.push import Pusher
+
+    with embedded.service(settings) as live:
+        pusher = Pusher(live)
+        try:
+            tally = _push_lines(pusher, sys.stdin.buffer, live.api_max_body_bytes)
+            if args.flush or not settings.redis_url:
+                tally.batches += pusher.flush(everything=True).batches
+        finally:
+            pusher.close()
+        out.print(f"{tally.pushed} failures pushed, {len(tally.batches)} batches enqueued, "
+                  f"{tally.bad} bad lines skipped")
+        if not settings.redis_url and tally.batches:
+            _wait(live, tally.batches, args.timeout)
+    return 2 if tally.bad else 0
+
+
+class _PushTally:
+    """What ``push`` did so far: failures pushed, batches they filled, lines skipped."""
+
+    def __init__(self) -> None:
+        self.pushed = 0
+        self.bad = 0
+        self.batches: list[str] = []
+
+
+def _push_lines(pusher: Any, stream: Any, max_line: int) -> _PushTally:
+    """Read what has arrived (``read1``: no waiting for a full buffer), push its lines."""
+    tally, lineno, tail, skipping = _PushTally(), 0, b"", False
+    while chunk := stream.read1(65_536):
+        *lines, tail = (tail + chunk).split(b"\n")
+        if skipping and lines:  # the rest of an over-long line
+            lines, skipping = lines[1:], False
+        if len(tail) > max_line and not skipping:
+            lines, tail, skipping = [*lines, tail], b"", True
+        elif skipping:
+            tail = b""
+        lineno = _push_chunk(pusher, lines, lineno, max_line, tally)
+    _push_chunk(pusher, [tail], lineno, max_line, tally)
+    return tally
+
+
+def _push_chunk(pusher: Any, lines: list[bytes], lineno: int, max_line: int,
+                tally: _PushTally) -> int:
+    """Validate each line, report the bad ones, push the good ones together."""
+    good = []
+    for raw in lines:
+        lineno += 1
+        if not raw.strip():
+            continue
+        problems = _line_problems(raw, max_line)
+        if isinstance(problems, list):
+            tally.bad += 1
+            for problem in problems:
+                err.print(f"line {lineno}: {problem}", markup=False, highlight=False)
+        else:
+            good.append(problems)
+    if good:
+        try:
+            receipts = pusher.push_valid(good)
+        except Exception:
+            err.print(f"stopped at line {lineno}: the {tally.pushed} failures pushed before "
+                      "this chunk are kept", markup=False, highlight=False)
+            raise
+        tally.pushed += len(receipts)
+        tally.batches += list(dict.fromkeys(r.batch_id for r in receipts if r.batch_id))
+    return lineno
+
+
+def _line_problems(raw: bytes, max_line: int) -> Any:
+    """The validated failure on the line, or the list of what is wrong with it."""
+    from schemas.failures import RankingFailure
+
+    if len(raw) > max_line:
+        return [f"line over {max_line} bytes"]
+    try:
+        return RankingFailure.model_validate_json(raw)
+    except ValidationError as exc:
+        return describe(exc)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the HTTP API until interrupted; on the embedded default, with its workers."""
+    # imported here: FastAPI and uvicorn are only needed by this command
+    import signal
+
+    import uvicorn
+
+    from producer.http import create_app
+
+    # uvicorn re-raises SIGTERM after its graceful shutdown: exit through the `with` so
+    # the embedded service is stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with embedded.service(settings) as live:
+        out.print(f"serving on http://{args.host}:{args.port} (OpenAPI at /docs)")
+        uvicorn.run(create_app(live), host=args.host, port=args.port,
+                    log_level=args.log_level, access_log=args.access_log)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ripmap-optimizer",
                                 description="Reasoning-based tuning of ripmap's ranking")
@@ -313,7 +494,33 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("id", nargs="?")
     q.add_argument("--limit", type=int, default=50)
     q.set_defaults(func=cmd_dlq)
-    for sp in (e, o, d, q, sub.choices["demo"]):
+    pp = sub.add_parser("params", help="write a version's parameters as params.json")
+    which = pp.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int)
+    which.add_argument("--best", action="store_true")
+    pp.add_argument("--output", type=Path)
+    pp.set_defaults(func=cmd_params)
+    h = sub.add_parser("history", help="parameter versions with NDCG and provenance")
+    h.add_argument("--limit", type=int, default=30)
+    h.set_defaults(func=cmd_history)
+    r = sub.add_parser("report-eval", help="report NDCG measured for a parameter version")
+    r.add_argument("--version", type=int, required=True)
+    r.add_argument("--ndcg", type=float, required=True, help="mean NDCG over the cases")
+    r.add_argument("--cases", type=int, required=True)
+    r.add_argument("--per-case", help="JSON file with a list of per-case NDCG scores")
+    r.set_defaults(func=cmd_report_eval)
+    ps = sub.add_parser("push", help="push failures from stdin (JSONL) as they arrive")
+    ps.add_argument("--flush", action="store_true",
+                    help="at end of input, enqueue partial batches now (not after the wait)")
+    ps.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
+    ps.set_defaults(func=cmd_push)
+    sv = sub.add_parser("serve", help="run the HTTP API (uvicorn)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--log-level", default="info")
+    sv.add_argument("--access-log", action="store_true", help="log every request")
+    sv.set_defaults(func=cmd_serve)
+    for sp in (e, o, d, q, r, sub.choices["demo"]):
         sp.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
     return p
 

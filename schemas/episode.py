@@ -91,6 +91,7 @@ class ReasoningEpisode(BaseModel):
     repo: str = "unknown"
     status: Literal["ok", "unparsable"] = "ok"
     params: ParameterPoint
+    params_version: Annotated[int, Field(ge=0)] = 0
     reasoning: Annotated[str, StringConstraints(max_length=MAX_REASONING_CHARS)] = ""
     answer: ReasonerAnswer = Field(default_factory=ReasonerAnswer)
     failure_signatures: Annotated[list[Text], Field(max_length=MAX_ITEMS)] = []

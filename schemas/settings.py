@@ -45,6 +45,37 @@ class Settings(BaseSettings):
     distill_interval_seconds: Annotated[float, Field(ge=1)] = 300.0
     distill_top_k: Annotated[int, Field(ge=1, le=200)] = 20
     prompt_top_k: Annotated[int, Field(ge=1, le=50)] = 5
+    # Parameter versions: a consensus step is taken when consensus_quorum episodes voted on
+    # the current version, or by the beat tick once the oldest vote waited
+    # consensus_max_wait_seconds. One step multiplies a parameter by at most max_step_factor.
+    consensus_quorum: Annotated[int, Field(ge=1, le=1_000)] = 4
+    consensus_max_wait_seconds: Annotated[float, Field(ge=1)] = 120.0
+    max_step_factor: Annotated[float, Field(gt=1.0, le=10.0)] = 2.0
+    min_eval_cases: Annotated[int, Field(ge=1)] = 20
+    rollback_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    trajectory_length: Annotated[int, Field(ge=1, le=50)] = 8
+    # Streaming push: no failure waits for a full batch longer than push_max_wait_seconds
+    # (the flusher runs every half of it and enqueues partial batches at least half of it
+    # old); a batch taken but never confirmed sent (its pusher died) is re-sent after
+    # push_resend_after_seconds.
+    push_max_wait_seconds: Annotated[float, Field(ge=0.2, le=3_600)] = 10.0
+    push_resend_after_seconds: Annotated[float, Field(ge=1, le=86_400)] = 60.0
+    # HTTP API. Bearer-token auth is off while api_token is unset or empty: set it in
+    # production (any network but loopback).
+    api_token: SecretStr | None = None
+    api_max_body_bytes: Annotated[int, Field(ge=1_024, le=64 * 1024 * 1024)] = 2 * 1024 * 1024
+    api_max_failures_per_request: Annotated[int, Field(ge=1, le=100_000)] = 1_000
+    # Anthropic API calls, fleet-wide (worker/ratelimit.py, worker/budget.py): requests and
+    # tokens (input + cache creation + output) per llm_rate_window_seconds across every
+    # worker, 0 = unlimited; a daily token budget (UTC day, all four usage counters summed,
+    # 0 = no cap) that pauses new calls, queued episodes re-checking every
+    # llm_pause_retry_seconds; llm_expected_output_tokens is reserved per call up front.
+    llm_requests_per_minute: Annotated[int, Field(ge=0)] = 1_000
+    llm_tokens_per_minute: Annotated[int, Field(ge=0)] = 500_000
+    llm_rate_window_seconds: Annotated[int, Field(ge=1, le=3_600)] = 60
+    llm_expected_output_tokens: Annotated[int, Field(ge=1, le=64_000)] = 1_024
+    llm_daily_token_budget: Annotated[int, Field(ge=0)] = 0
+    llm_pause_retry_seconds: Annotated[float, Field(ge=0.1, le=3_600)] = 60.0
 
     @property
     def broker(self) -> str:

@@ -3,10 +3,23 @@
 REASON_EPISODE = "ripmap.reason_episode"
 MERGE_INSIGHTS = "ripmap.merge_insights"
 DISTILL = "ripmap.distill"
+STEP_PARAMS = "ripmap.step_params"
+REPORT_EVALUATION = "ripmap.report_evaluation"
 
 EPISODE_QUEUE = "episodes"
 # The reducer and distillation get their own queue and worker, so a backlog of
 # episodes never delays merges (Redis queues are FIFO).
 MERGE_QUEUE = "merge"
 
-TASK_QUEUES = {REASON_EPISODE: EPISODE_QUEUE, MERGE_INSIGHTS: MERGE_QUEUE, DISTILL: MERGE_QUEUE}
+TASK_QUEUES = {
+    REASON_EPISODE: EPISODE_QUEUE,
+    MERGE_INSIGHTS: MERGE_QUEUE,
+    DISTILL: MERGE_QUEUE,
+    STEP_PARAMS: MERGE_QUEUE,
+    REPORT_EVALUATION: MERGE_QUEUE,
+}
+
+# Enqueues partial push batches that waited long enough and re-sends batches whose pusher
+# died (producer.push); on the merge queue, so it never waits behind an episode backlog.
+FLUSH_BUFFERS = "ripmap.flush_buffers"
+TASK_QUEUES[FLUSH_BUFFERS] = MERGE_QUEUE

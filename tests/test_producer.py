@@ -6,7 +6,8 @@ import redis
 from producer.api import InvalidInput, Producer
 from schemas.settings import Settings
 from tests.factories import failure
-from tests.services import broker_url
+from tests.services import Worker, broker_url, wait_until
+from worker import store
 
 
 def _nothing_enqueued(client: redis.Redis, redis_url: str) -> bool:
@@ -37,11 +38,12 @@ def test_bad_records_enqueue_nothing(
     assert _nothing_enqueued(client, redis_url)
 
 
-def test_good_records_are_batched_by_configured_size(settings: Settings, client: redis.Redis,
-                                                    redis_url: str) -> None:
+def test_good_records_are_batched_by_configured_size(
+    worker: Worker, settings: Settings, client: redis.Redis
+) -> None:
     producer = Producer(settings.model_copy(update={"batch_size": 3}))
     results = producer.enqueue([failure(i) for i in range(7)])
     assert len(results) == 3 and all(r.new for r in results)
-    broker = redis.Redis.from_url(broker_url(redis_url))
-    assert broker.llen("episodes") == 3
-    broker.delete("episodes")
+    ids = [r.batch_id for r in results]
+    wait_until(lambda: all(store.merged_flags(client, ids)), 60, "3 merges")
+    assert sorted(e["failure_count"] for e in store.recent_episodes(client, 10)) == [1, 3, 3]

@@ -13,6 +13,9 @@ SNAPSHOT = {
     "ripmap.reason_episode": "episodes",
     "ripmap.merge_insights": "merge",
     "ripmap.distill": "merge",
+    "ripmap.step_params": "merge",
+    "ripmap.report_evaluation": "merge",
+    "ripmap.flush_buffers": "merge",
 }
 
 

@@ -11,22 +11,34 @@ from pydantic import ValidationError
 from schemas.episode import ReasonerAnswer, ReasoningEpisode
 from schemas.failures import FailureBatch
 from schemas.settings import Settings
-from worker import scripts, signatures, store
+from schemas.versions import Vote
+from worker import scripts, signatures, store, versions
 from worker.reasoners.base import EpisodeRequest, Reasoner
 
 
 def build_request(client: redis.Redis, batch: FailureBatch, settings: Settings) -> EpisodeRequest:
-    """Current parameters and prior knowledge from the scratchpad, plus signatures."""
-    pipe = client.pipeline(transaction=False)
-    store.queue_params(pipe)
-    scripts.queue_top_insights(pipe, settings.prompt_top_k)
-    raw_params, top = pipe.execute()
+    """Current parameters and version, votes already pending on it, prior knowledge, the
+    recent trajectory, and the batch's failure signatures."""
+    version, raw_params, raw_votes = scripts.episode_context(client)
     return EpisodeRequest(
         failures=list(batch.failures),
         params=store.params_from(raw_params),
         signatures=signatures.batch_signatures(list(batch.failures)),
-        knowledge=scripts.parse_top_insights(top),
+        knowledge=scripts.top_insights(client, settings.prompt_top_k),
+        params_version=version,
+        trajectory=versions.trajectory(client, settings.trajectory_length),
+        pending=_pending_counts(raw_votes),
     )
+
+
+def _pending_counts(raw_votes: list[str]) -> dict[str, int]:
+    """``param direction`` -> how many pending votes propose it (for diversity)."""
+    counts: dict[str, int] = {}
+    for raw in raw_votes:
+        for change in Vote.model_validate_json(raw).changes:
+            key = f"{change.param} {change.direction.value}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def run_episode(
@@ -42,6 +54,7 @@ def run_episode(
         repo=batch.repo,
         status="ok" if reply.answer is not None else "unparsable",
         params=request.params,
+        params_version=request.params_version,
         reasoning=reply.raw[:60_000],
         answer=reply.answer or ReasonerAnswer(confidence=0.0),
         failure_signatures=list(request.signatures),

@@ -13,6 +13,12 @@ WISDOM_HISTORY = PREFIX + "wisdom:history"  # list of Wisdom JSON, newest first,
 DISTILL_LOCK = PREFIX + "lock:distill"
 DEAD_LETTERS = PREFIX + "dlq"  # hash: id -> dead letter JSON
 DEAD_LETTER_ORDER = PREFIX + "dlq:order"  # zset: id -> time
+PARAMS_CURRENT = PREFIX + "params:current"  # string: current version number (absent: 0)
+PARAMS_BEST = PREFIX + "params:best"  # string: best version number
+PARAMS_SEQ = PREFIX + "params:seq"  # string: highest version number created
+PENDING = PREFIX + "pending"  # hash: episode id -> vote JSON, for the current version only
+PENDING_SINCE = PREFIX + "pending:since"  # string: when the first pending vote arrived
+SCORES = PREFIX + "scores"  # zset: version -> mean NDCG, versions with enough cases
 
 
 def batch_seen(batch_id: str) -> str:
@@ -38,3 +44,44 @@ def insight_text(kind: str) -> str:
 def distill_result(request_id: str) -> str:
     """The outcome of a distillation someone asked for, for them to read back."""
     return f"{PREFIX}distill:result:{request_id}"
+
+
+# Streaming push (producer.push): per-repository buffers, and batches taken but not yet
+# confirmed enqueued.
+PUSH_REPOS = PREFIX + "push:repos"  # zset: repo -> arrival time of its oldest buffered failure
+PUSH_PENDING = PREFIX + "push:pending"  # hash: token -> FailureBatch JSON taken, not yet sent
+PUSH_PENDING_ORDER = PREFIX + "push:pending:order"  # zset: token -> time taken (or reclaimed)
+PUSH_SEQ = PREFIX + "push:seq"  # counter: pending-batch tokens
+
+
+def push_buffer(repo: str) -> str:
+    """List of failure JSON waiting for a full batch of ``repo``, oldest first."""
+    return f"{PREFIX}push:buffer:{repo}"
+
+
+def param_version(version: int) -> str:
+    """The JSON record of one parameter version."""
+    return f"{PREFIX}params:v:{version}"
+
+
+def evaluations(version: int) -> str:
+    """Hash of NDCG evidence on one version: cases, sum, sumsq."""
+    return f"{PREFIX}evals:{version}"
+
+
+def evaluation_seen(evaluation_id: str) -> str:
+    """Set when an evaluation is recorded: a redelivered report counts once."""
+    return f"{PREFIX}eval-seen:{evaluation_id}"
+
+
+# Anthropic API accounting (worker/ratelimit.py, worker/budget.py).
+LIMITER_PREFIX = PREFIX + "limiter"  # key prefix of the `limits` library's moving windows
+RATE_REQUESTS = "llm-requests"  # limits identifier: requests per window, fleet-wide
+RATE_TOKENS = "llm-tokens"  # limits identifier: token units per window, fleet-wide
+USAGE = PREFIX + "usage"  # hash: "<kind>:<usage field>" and "<kind>:calls" -> running total
+BUDGET_LIMIT = PREFIX + "budget:limit"  # string: daily token budget set live (overrides settings)
+
+
+def budget_used(day: str) -> str:
+    """Counter of tokens used on one UTC day (``YYYY-MM-DD``), expiring a few days later."""
+    return f"{PREFIX}budget:used:{day}"

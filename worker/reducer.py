@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from typing import Any
 
@@ -11,36 +9,19 @@ import redis
 
 from schemas.episode import ReasoningEpisode
 from schemas.settings import Settings
-from worker import scripts, stepping
+from schemas.versions import Vote, VotedChange
+from worker import insights, scripts, versions
 
-# Below this confidence an episode's proposals are counted as evidence but not applied
-# (upstream ripmap's threshold).
-MIN_APPLY_CONFIDENCE = 0.3
-
-
-def normalise(text: str) -> str:
-    """Insight text reduced to what makes two statements the same insight."""
-    text = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", text.lower())
-    text = re.sub(r"[`*_\"'“”‘’]", "", text)
-    return re.sub(r"\s+", " ", text).strip(" .;:!")
-
-
-def insight_items(texts: list[str]) -> list[tuple[str, str]]:
-    """``(hash of normalised text, text)`` for each distinct insight, first wording kept."""
-    seen: dict[str, str] = {}
-    for text in texts:
-        norm = normalise(text)
-        if norm:
-            seen.setdefault(hashlib.sha1(norm.encode()).hexdigest()[:16], text.strip())
-    return list(seen.items())
+# Below this confidence an episode's proposals are counted as evidence but cast no vote
+# (upstream ripmap's threshold for applying changes).
+MIN_VOTE_CONFIDENCE = 0.3
 
 
 def delta(episode: ReasoningEpisode) -> dict[str, Any]:
-    """Everything the merge script adds for this episode."""
+    """Everything the merge script adds to the aggregates for this episode."""
     answer = episode.answer
     ok = episode.status == "ok"
     changes = answer.proposed_changes if ok else []
-    apply = ok and answer.confidence >= MIN_APPLY_CONFIDENCE
     return {
         "stats": {
             "episodes": 1,
@@ -54,26 +35,46 @@ def delta(episode: ReasoningEpisode) -> dict[str, Any]:
         "stats_float": {"confidence_sum": answer.confidence if ok else 0.0},
         "stats_set": {"last_merged_at": repr(time.time())},
         "changes": [[f"{c.param}:{c.direction.value}", answer.confidence] for c in changes],
-        "steps": [list(stepping.step(c)) for c in changes] if apply else [],
         "insights": [
-            insight_items(answer.param_interactions if ok else []),
-            insight_items(answer.structural_insights if ok else []),
-            insight_items(episode.failure_signatures),
+            insights.items(answer.param_interactions if ok else []),
+            insights.items(answer.structural_insights if ok else []),
+            insights.items(episode.failure_signatures),
         ],
     }
 
 
+def vote(episode: ReasoningEpisode) -> str:
+    """The episode's vote for the next parameter step as JSON, or '' when it casts none."""
+    answer = episode.answer
+    if episode.status != "ok" or not answer.proposed_changes:
+        return ""
+    if answer.confidence < MIN_VOTE_CONFIDENCE:
+        return ""
+    changes = [VotedChange(param=c.param, direction=c.direction, magnitude=c.magnitude,
+                           rationale=c.rationale[:300]) for c in answer.proposed_changes]
+    return Vote(episode_id=episode.episode_id, confidence=answer.confidence,
+                changes=changes).model_dump_json()
+
+
 def merge(client: redis.Redis, episode: ReasoningEpisode, settings: Settings) -> bool:
-    """Merge ``episode`` in one round trip; False when it was merged before."""
-    return scripts.merge_episode(
+    """Merge ``episode`` in one round trip; False when it was merged before.
+
+    When the merge completes a quorum of votes on the current version, the consensus
+    step follows (it is idempotent: a redelivered merge finds the step already taken).
+    """
+    result = scripts.merge_episode(
         client,
         episode.episode_id,
         episode.model_dump_json(),
         delta(episode),
+        (episode.params_version, vote(episode)),
         dedupe_ttl=settings.dedupe_ttl_seconds,
         log_retention=settings.episode_log_retention,
         insight_retention=settings.insight_retention,
     )
+    if result.pending >= settings.consensus_quorum:
+        versions.try_step(client, settings, min_votes=settings.consensus_quorum)
+    return result.merged
 
 
 def _usage_stats(episode: ReasoningEpisode) -> dict[str, int]:

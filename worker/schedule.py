@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.settings import Settings
-from schemas.tasks import DISTILL, MERGE_QUEUE
+from schemas.tasks import DISTILL, FLUSH_BUFFERS, MERGE_QUEUE, STEP_PARAMS
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
@@ -16,5 +16,17 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
             "task": DISTILL,
             "schedule": settings.distill_interval_seconds,
             "options": {"queue": MERGE_QUEUE, "expires": settings.distill_interval_seconds},
+        },
+        # Step parameters on votes that waited too long for a quorum (a quiet fleet).
+        "step-params": {
+            "task": STEP_PARAMS,
+            "schedule": max(5.0, settings.consensus_max_wait_seconds / 4),
+            "options": {"queue": MERGE_QUEUE, "expires": settings.consensus_max_wait_seconds},
+        },
+        # Enqueue partial push batches before they wait longer than push_max_wait_seconds.
+        "flush-push-buffers": {
+            "task": FLUSH_BUFFERS,
+            "schedule": settings.push_max_wait_seconds / 2,
+            "options": {"queue": MERGE_QUEUE, "expires": settings.push_max_wait_seconds / 2},
         },
     }

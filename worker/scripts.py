@@ -7,6 +7,8 @@ stay correct without locks around read-modify-write cycles.
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -21,15 +23,20 @@ MERGE_EPISODE = """
 -- KEYS[1] merged marker   KEYS[2] stats   KEYS[3] changes   KEYS[4] confidence
 -- KEYS[5] episode log     KEYS[6] params
 -- KEYS[7..12] insight zset, insight text hash, for each kind in keys.INSIGHT_KINDS
+-- KEYS[13] current version  KEYS[14] pending votes  KEYS[15] pending-since
 -- ARGV[1] dedupe ttl (s)  ARGV[2] episode JSON  ARGV[3] log retention
 -- ARGV[4] insight retention per kind
 -- ARGV[5] delta JSON {stats: {field: int}, stats_float: {field: float},
 --         stats_set: {field: string},
 --         changes: [[param:direction, confidence]],
---         steps: [[param, factor, floor, ceiling, default]],
 --         insights: [[[hash, text], ...] per kind]}
--- Returns 1 when merged, 0 when this episode was merged before.
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+-- ARGV[6] version the episode reasoned against  ARGV[7] vote JSON ('' for none)
+-- ARGV[8] now (s)
+-- Returns {merged 1|0, pending votes for the current version, current version}.
+local current = redis.call('GET', KEYS[13]) or '0'
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  return {0, redis.call('HLEN', KEYS[14]), current}
+end
 local d = cjson.decode(ARGV[5])
 for field, n in pairs(d.stats) do redis.call('HINCRBY', KEYS[2], field, n) end
 for field, x in pairs(d.stats_float) do redis.call('HINCRBYFLOAT', KEYS[2], field, x) end
@@ -38,10 +45,11 @@ for _, c in ipairs(d.changes) do
   redis.call('HINCRBY', KEYS[3], c[1], 1)
   redis.call('HINCRBYFLOAT', KEYS[4], c[1], c[2])
 end
-for _, s in ipairs(d.steps) do
-  local cur = tonumber(redis.call('HGET', KEYS[6], s[1])) or s[5]
-  local new = math.min(math.max(cur * s[2], s[3]), s[4])
-  redis.call('HSET', KEYS[6], s[1], string.format('%.17g', new))
+-- a vote counts toward the next step only if it was cast on the current version; votes on
+-- an older one stay as evidence in the aggregates and never re-apply a step taken
+if ARGV[7] ~= '' and ARGV[6] == current then
+  redis.call('HSET', KEYS[14], KEYS[1], ARGV[7])
+  redis.call('SET', KEYS[15], ARGV[8], 'NX')
 end
 local retention = tonumber(ARGV[4])
 for k = 1, 3 do
@@ -60,7 +68,7 @@ for k = 1, 3 do
 end
 redis.call('LPUSH', KEYS[5], ARGV[2])
 redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[3]) - 1)
-return 1
+return {1, redis.call('HLEN', KEYS[14]), current}
 """
 
 TOP_INSIGHTS = """
@@ -82,6 +90,35 @@ end
 return out
 """
 
+EPISODE_CONTEXT = """
+-- What an episode reasons against, read atomically: a step can't land between the reads.
+-- KEYS[1] current version  KEYS[2] params hash  KEYS[3] pending votes
+-- Returns {current version, flat params hash, pending vote JSONs}
+return {redis.call('GET', KEYS[1]) or '0', redis.call('HGETALL', KEYS[2]),
+        redis.call('HVALS', KEYS[3])}
+"""
+
+STEP_VERSION = """
+-- Create parameter version ARGV[3] from current version ARGV[1], exactly once.
+-- KEYS[1] current version  KEYS[2] version sequence  KEYS[3] pending votes
+-- KEYS[4] pending-since  KEYS[5] new version's record  KEYS[6] params hash
+-- ARGV[1] expected current version  ARGV[2] expected pending votes (-1: don't check)
+-- ARGV[3] new version number  ARGV[4] new version JSON  ARGV[5..] param, value, ...
+-- Returns 1 created; 0 the current version moved on (another step won); -1 the state
+-- changed between our read and this call (re-read and retry).
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) >= 0 and redis.call('HLEN', KEYS[3]) ~= tonumber(ARGV[2]) then
+  return -1
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') + 1 ~= tonumber(ARGV[3]) then return -1 end
+redis.call('SET', KEYS[5], ARGV[4])
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[3])
+redis.call('DEL', KEYS[3], KEYS[4])
+redis.call('HSET', KEYS[6], unpack(ARGV, 5))
+return 1
+"""
+
 RELEASE_LOCK = """
 -- Release a lock only if we still hold it (it may have expired and been retaken).
 -- KEYS[1] lock   ARGV[1] our token
@@ -95,23 +132,36 @@ _INSIGHT_KEYS = [
 ]
 
 
+@dataclass(frozen=True)
+class MergeResult:
+    """What MERGE_EPISODE did: merged now?, votes pending on the current version, which."""
+
+    merged: bool
+    pending: int
+    current_version: int
+
+
 def merge_episode(
     client: redis.Redis,
     episode_id: str,
     episode_json: str,
     delta: dict[str, Any],
+    vote: tuple[int, str],
     *,
     dedupe_ttl: int,
     log_retention: int,
     insight_retention: int,
-) -> bool:
-    """Run MERGE_EPISODE; True when merged now, False when merged before."""
+) -> MergeResult:
+    """Run MERGE_EPISODE; ``vote`` is (version reasoned against, vote JSON or '')."""
     script_keys = [
         keys.merged(episode_id), keys.STATS, keys.CHANGES, keys.CONFIDENCE,
         keys.EPISODE_LOG, keys.PARAMS, *_INSIGHT_KEYS,
+        keys.PARAMS_CURRENT, keys.PENDING, keys.PENDING_SINCE,
     ]
-    args = [dedupe_ttl, episode_json, log_retention, insight_retention, json.dumps(delta)]
-    return bool(_run(client, MERGE_EPISODE, script_keys, args))
+    args = [dedupe_ttl, episode_json, log_retention, insight_retention, json.dumps(delta),
+            vote[0], vote[1], time.time()]
+    merged, pending, current = _run(client, MERGE_EPISODE, script_keys, args)
+    return MergeResult(bool(merged), int(pending), int(current))
 
 
 def top_insights(client: Client, k: int) -> dict[str, list[tuple[str, int]]]:
@@ -127,6 +177,29 @@ def queue_top_insights(pipe: redis.client.Pipeline, k: int) -> None:
 def parse_top_insights(raw: list[list[Any]]) -> dict[str, list[tuple[str, int]]]:
     """TOP_INSIGHTS' reply as ``{kind: [(text, count), ...]}``."""
     return {kind: _pairs(flat) for kind, flat in zip(keys.INSIGHT_KINDS, raw, strict=True)}
+
+
+def episode_context(client: Client) -> tuple[int, dict[str, str], list[str]]:
+    """Run EPISODE_CONTEXT: (current version, params hash, pending vote JSONs)."""
+    current, flat, votes = _run(client, EPISODE_CONTEXT,
+                                [keys.PARAMS_CURRENT, keys.PARAMS, keys.PENDING], [])
+    return int(current), dict(zip(flat[::2], flat[1::2], strict=True)), list(votes)
+
+
+def step_version(
+    client: redis.Redis,
+    expected_current: int,
+    expected_pending: int,
+    new_version: int,
+    record_json: str,
+    values: dict[str, float],
+) -> int:
+    """Run STEP_VERSION: 1 created, 0 another step won, -1 retry after re-reading."""
+    script_keys = [keys.PARAMS_CURRENT, keys.PARAMS_SEQ, keys.PENDING, keys.PENDING_SINCE,
+                   keys.param_version(new_version), keys.PARAMS]
+    flat = [x for name, value in values.items() for x in (name, repr(value))]
+    args = [expected_current, expected_pending, new_version, record_json, *flat]
+    return int(_run(client, STEP_VERSION, script_keys, args))
 
 
 def release_lock(client: redis.Redis, key: str, token: str) -> bool:
@@ -151,3 +224,123 @@ def _run(client: Client, source: str, script_keys: list[str], args: list[Any]) -
     if script is None:
         script = _SCRIPTS[source] = client.register_script(source)
     return script(keys=script_keys, args=args, client=client)
+
+
+PUSH_TAKE = """
+-- Append failures to one repository's push buffer, then move every full batch out of it
+-- into the pending hash (and, when flushing, the partial rest once the repo is due).
+-- A failure is in exactly one place at any time: the buffer or one pending batch.
+-- KEYS[1] buffer (list)   KEYS[2] push repos zset   KEYS[3] pending hash
+-- KEYS[4] pending order zset   KEYS[5] pending token counter
+-- ARGV[1] repo   ARGV[2] batch size   ARGV[3] now
+-- ARGV[4] flush cutoff: also take a partial batch when the repo's oldest arrival is at or
+--         before it ('' when pushing: only full batches are taken)
+-- ARGV[5..] failure JSON to append (none when flushing)
+-- Returns {buffer length before the append, token, batch JSON, token, batch JSON, ...}
+local size = tonumber(ARGV[2])
+local before = redis.call('LLEN', KEYS[1])
+local oldest = redis.call('ZSCORE', KEYS[2], ARGV[1])
+for i = 5, #ARGV, 1000 do
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+local len = before + #ARGV - 4
+local partial = ARGV[4] ~= '' and oldest and tonumber(oldest) <= tonumber(ARGV[4])
+local out = {before}
+local taken = 0
+while len >= size or (partial and len > 0) do
+  local n = math.min(size, len)
+  local items = redis.call('LRANGE', KEYS[1], 0, n - 1)
+  redis.call('LTRIM', KEYS[1], n, -1)
+  local token = tostring(redis.call('INCR', KEYS[5]))
+  local batch = '{"failures":[' .. table.concat(items, ',') .. ']}'
+  redis.call('HSET', KEYS[3], token, batch)
+  redis.call('ZADD', KEYS[4], ARGV[3], token)
+  out[#out + 1] = token
+  out[#out + 1] = batch
+  len = len - n
+  taken = taken + n
+end
+if len == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+elseif taken >= before then
+  -- every failure still buffered arrived with this call
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+else
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[1])
+end
+return out
+"""
+
+CLAIM_STALE_BATCHES = """
+-- Claim pending batches taken at or before a cutoff and never confirmed sent (their
+-- taker died or stalled), for re-sending. Each claimed batch is re-stamped with now, so
+-- concurrent flushers never claim the same one; if the claimer dies too, it goes stale
+-- again and is claimed later.
+-- KEYS[1] pending hash   KEYS[2] pending order zset
+-- ARGV[1] cutoff   ARGV[2] now   ARGV[3] at most how many
+-- Returns {token, batch JSON, token, batch JSON, ...}
+local tokens = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, token in ipairs(tokens) do
+  local batch = redis.call('HGET', KEYS[1], token)
+  if batch then
+    redis.call('ZADD', KEYS[2], ARGV[2], token)
+    out[#out + 1] = token
+    out[#out + 1] = batch
+  else
+    redis.call('ZREM', KEYS[2], token)
+  end
+end
+return out
+"""
+
+# (buffer length before the append, [(pending token, FailureBatch JSON), ...])
+Taken = tuple[int, list[tuple[str, str]]]
+_PUSH_KEYS = [keys.PUSH_REPOS, keys.PUSH_PENDING, keys.PUSH_PENDING_ORDER, keys.PUSH_SEQ]
+
+
+def queue_push_take(
+    pipe: redis.client.Pipeline,
+    repo: str,
+    items: list[str],
+    *,
+    batch_size: int,
+    now: float,
+    flush_cutoff: float | None = None,
+) -> None:
+    """Queue PUSH_TAKE for one repository; parse its reply with ``parse_taken``."""
+    args = [repo, batch_size, repr(now), "" if flush_cutoff is None else repr(flush_cutoff)]
+    _run(pipe, PUSH_TAKE, [keys.push_buffer(repo), *_PUSH_KEYS], [*args, *items])
+
+
+def push_take(
+    client: redis.Redis,
+    repo: str,
+    items: list[str],
+    *,
+    batch_size: int,
+    now: float,
+    flush_cutoff: float | None = None,
+) -> Taken:
+    """Run PUSH_TAKE for one repository: append ``items``, take what is ready."""
+    args = [repo, batch_size, repr(now), "" if flush_cutoff is None else repr(flush_cutoff)]
+    raw = _run(client, PUSH_TAKE, [keys.push_buffer(repo), *_PUSH_KEYS], [*args, *items])
+    return parse_taken(raw)
+
+
+def parse_taken(raw: list[Any]) -> Taken:
+    """PUSH_TAKE's reply as ``(length before, [(token, batch JSON), ...])``."""
+    return int(raw[0]), _pairs_text(raw[1:])
+
+
+def claim_stale_batches(
+    client: redis.Redis, cutoff: float, now: float, limit: int
+) -> list[tuple[str, str]]:
+    """Run CLAIM_STALE_BATCHES: ``[(token, batch JSON), ...]`` now ours to re-send."""
+    script_keys = [keys.PUSH_PENDING, keys.PUSH_PENDING_ORDER]
+    raw = _run(client, CLAIM_STALE_BATCHES, script_keys, [repr(cutoff), repr(now), limit])
+    return _pairs_text(raw)
+
+
+def _pairs_text(flat: list[Any]) -> list[tuple[str, str]]:
+    return [(_text(flat[i]), _text(flat[i + 1])) for i in range(0, len(flat), 2)]

@@ -1,35 +1,27 @@
-"""How a proposal moves a parameter: the seed's multipliers, never to zero, clamped."""
+"""How one proposal moves a parameter on its own (presets, previews), never to zero.
+
+The seed used 1 ± {0.1, 0.3, 1.0}: "decrease large" multiplied by 0 and destroyed the
+parameter. Here a decrease is the reciprocal of the increase of the same magnitude
+(the log-space steps of ``worker.consensus``), so every step can be undone.
+"""
 
 from __future__ import annotations
 
-from schemas.episode import Direction, Magnitude, ProposedChange
-from schemas.params import PARAM_SPECS, ParameterPoint
+import math
 
-# The seed used 1 ± {0.1, 0.3, 1.0}: "decrease large" multiplied by 0 and destroyed the
-# parameter. Decreases are the reciprocal-ish halving instead, so every step is undoable.
-FACTORS: dict[tuple[Direction, Magnitude], float] = {
-    (Direction.INCREASE, Magnitude.SMALL): 1.1,
-    (Direction.INCREASE, Magnitude.MEDIUM): 1.3,
-    (Direction.INCREASE, Magnitude.LARGE): 2.0,
-    (Direction.DECREASE, Magnitude.SMALL): 0.9,
-    (Direction.DECREASE, Magnitude.MEDIUM): 0.7,
-    (Direction.DECREASE, Magnitude.LARGE): 0.5,
-}
+from schemas.episode import Direction, ProposedChange
+from schemas.params import PARAM_SPECS, ParameterPoint
+from worker.consensus import LOG_STEP
 
 
 def factor(change: ProposedChange) -> float:
-    """The multiplier a change applies."""
-    return FACTORS[(change.direction, change.magnitude)]
-
-
-def step(change: ProposedChange) -> tuple[str, float, float, float, float]:
-    """``(param, factor, floor, ceiling, default)``, as the merge script applies it."""
-    spec = PARAM_SPECS[change.param]
-    return (change.param, factor(change), spec.floor, spec.ceiling, spec.default)
+    """The multiplier a change applies: x1.1 / x1.3 / x2 up, their reciprocals down."""
+    sign = 1.0 if change.direction is Direction.INCREASE else -1.0
+    return math.exp(sign * LOG_STEP[change.magnitude])
 
 
 def apply(params: ParameterPoint, changes: list[ProposedChange]) -> ParameterPoint:
-    """Apply changes to a parameter point in Python (the merge script's twin, for tests)."""
+    """Apply changes one after another, each clamped to the parameter's safe range."""
     values = params.as_floats()
     for change in changes:
         spec = PARAM_SPECS[change.param]

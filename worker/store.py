@@ -16,7 +16,7 @@ from redis.retry import Retry
 from schemas.params import PARAM_NAMES, ParameterPoint
 from schemas.scratchpad import ChangeStat, Insight, ScratchpadSummary
 from schemas.wisdom import Wisdom
-from worker import keys, scripts
+from worker import insights, keys, scripts
 
 Pipe = redis.client.Pipeline
 
@@ -37,19 +37,9 @@ def get_params(client: redis.Redis) -> ParameterPoint:
     return params_from(cast(dict[str, str], client.hgetall(keys.PARAMS)))
 
 
-def queue_params(pipe: Pipe) -> None:
-    """Queue a read of the current parameters; parse the reply with ``params_from``."""
-    pipe.hgetall(keys.PARAMS)
-
-
 def params_from(raw: dict[str, str]) -> ParameterPoint:
     """The parameters from their Redis hash (defaults for missing fields)."""
     return ParameterPoint.from_mapping({k: v for k, v in raw.items() if k in PARAM_NAMES})
-
-
-def set_params(client: redis.Redis, params: ParameterPoint, pipe: Pipe | None = None) -> None:
-    """Replace the current parameters."""
-    (pipe or client).hset(keys.PARAMS, mapping=cast(Any, params.as_floats()))
 
 
 def mark_batch(client: redis.Redis, batch_id: str, ttl: int) -> bool:
@@ -108,6 +98,15 @@ def save_wisdom(client: redis.Redis, wisdom: Wisdom, *, consumed: int, keep: int
     pipe.execute()
 
 
+def add_insight(client: redis.Redis, kind: str, text: str) -> None:
+    """Count one insight of ``kind`` outside an episode merge (e.g. a rollback's lesson)."""
+    pipe = client.pipeline(transaction=True)
+    for digest, first in insights.items([text]):
+        pipe.zincrby(keys.insights(kind), 1, digest)
+        pipe.hsetnx(keys.insight_text(kind), digest, first)
+    pipe.execute()
+
+
 def record_distill_result(client: redis.Redis, request_id: str, result: dict[str, Any]) -> None:
     """Keep a requested distillation's outcome for an hour, for the requester to read."""
     client.set(keys.distill_result(request_id), json.dumps(result), ex=3_600)
@@ -150,3 +149,29 @@ def _change_stats(changes: dict[str, str], conf: dict[str, str]) -> list[ChangeS
         out.append(ChangeStat(param=param, direction=direction, count=n,
                               mean_confidence=float(conf.get(key, 0.0)) / max(n, 1)))
     return sorted(out, key=lambda c: (-c.count, c.param, c.direction))
+
+
+def due_push_repos(client: redis.Redis, cutoff: float, limit: int = 1_000) -> list[str]:
+    """Repositories whose oldest buffered failure arrived at or before ``cutoff``."""
+    return cast(list[str], client.zrangebyscore(keys.PUSH_REPOS, "-inf", cutoff, 0, limit))
+
+
+def ack_pushed(client: redis.Redis, tokens: list[str]) -> None:
+    """Forget pending push batches that were enqueued: nothing will re-send them."""
+    if not tokens:
+        return
+    pipe = client.pipeline(transaction=True)
+    pipe.hdel(keys.PUSH_PENDING, *tokens)
+    pipe.zrem(keys.PUSH_PENDING_ORDER, *tokens)
+    pipe.execute()
+
+
+def push_backlog(client: redis.Redis) -> tuple[dict[str, int], int]:
+    """Failures waiting per repository, and batches taken but not yet confirmed sent."""
+    repos = cast(list[str], client.zrange(keys.PUSH_REPOS, 0, -1))
+    pipe = client.pipeline(transaction=False)
+    for repo in repos:
+        pipe.llen(keys.push_buffer(repo))
+    pipe.hlen(keys.PUSH_PENDING)
+    *lengths, pending = pipe.execute()
+    return {r: int(n) for r, n in zip(repos, lengths, strict=True) if n}, int(pending)

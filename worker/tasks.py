@@ -5,6 +5,7 @@ Task names are the wire contract (``schemas.tasks``); renaming one orphans queue
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
@@ -14,7 +15,9 @@ from pydantic import ValidationError
 from schemas import tasks as names
 from schemas.episode import ReasoningEpisode
 from schemas.errors import describe
-from worker import deadletters, distill, episodes, reducer, runtime, store
+from schemas.failures import content_id
+from schemas.versions import Evaluation
+from worker import budget, deadletters, distill, episodes, reducer, runtime, store, versions
 from worker.app import app
 from worker.reasoners.base import PermanentReasonerError, TransientReasonerError
 
@@ -41,6 +44,8 @@ def reason_episode(self: Task, batch: Any) -> dict[str, Any]:
         return _dead(names.REASON_EPISODE, batch, "invalid batch: " + "; ".join(describe(exc)))
     try:
         episode = episodes.process(client, parsed, settings, runtime.reasoner())
+    except budget.Paused as exc:
+        return _paused(batch, exc)
     except (PermanentReasonerError, TransientReasonerError) as exc:
         return _dead(names.REASON_EPISODE, batch, f"reasoner gave up: {exc}", parsed.batch_id)
     if episode is None:
@@ -64,13 +69,55 @@ def merge_insights(episode: Any) -> dict[str, Any]:
 def distill_scratchpad(force: bool = False, request_id: str | None = None) -> dict[str, Any]:
     """Distill the scratchpad into a new wisdom version, if anything is new."""
     client = runtime.state()
-    outcome = distill.distill(client, runtime.settings(), runtime.reasoner(), force=bool(force))
-    result = {"status": outcome.status, "version": outcome.version}
+    try:
+        outcome = distill.distill(client, runtime.settings(), runtime.reasoner(), force=bool(force))
+        result: dict[str, Any] = {"status": outcome.status, "version": outcome.version}
+    except budget.Paused as exc:  # the next beat tick (or request) tries again
+        result = {"status": "paused", "reason": exc.reason}
     if request_id:
         store.record_distill_result(client, str(request_id)[:64], result)
     return result
 
 
+@app.task(name=names.STEP_PARAMS, **RETRY)
+def step_params(force: bool = False) -> dict[str, Any]:
+    """Take the consensus step on votes that waited too long (or now, when forced)."""
+    record = versions.tick(runtime.state(), runtime.settings(), force=bool(force))
+    return {"status": "stepped" if record else "nothing-due",
+            "version": record.version if record else None}
+
+
+@app.task(name=names.REPORT_EVALUATION, **RETRY)
+def report_evaluation(evaluation: Any) -> dict[str, Any]:
+    """Record a ranking service's NDCG for a version; move best or roll back."""
+    try:
+        parsed = Evaluation.model_validate(evaluation)
+    except ValidationError as exc:
+        return _dead(names.REPORT_EVALUATION, evaluation,
+                     "invalid evaluation: " + "; ".join(describe(exc)))
+    eid = parsed.evaluation_id or content_id(parsed.model_dump(mode="json"))
+    status = versions.record_evaluation(runtime.state(), parsed, eid, runtime.settings())
+    return {"status": status, "version": parsed.version}
+
+
+def _paused(batch: Any, exc: budget.Paused) -> dict[str, Any]:
+    """The daily budget is spent or the fleet's rate limit stays full: wait here a while,
+    then put a fresh copy at the back of the queue. Waiting in the task (not as a Celery
+    countdown) keeps the backlog in Redis: a worker holds one paused batch per slot, not
+    every queued batch as an in-memory ETA task, and no retry count runs out."""
+    time.sleep(exc.retry_after)
+    reason_episode.apply_async(args=[batch])
+    return {"status": "paused", "reason": exc.reason}
+
+
 def _dead(task: str, payload: Any, reason: str, letter_id: str | None = None) -> dict[str, Any]:
     letter = deadletters.add(runtime.state(), task, payload, reason, letter_id=letter_id)
     return {"status": "dead-lettered", "id": letter, "reason": reason}
+
+
+@app.task(name=names.FLUSH_BUFFERS, **RETRY)
+def flush_buffers() -> dict[str, Any]:
+    """Enqueue partial push batches that waited long enough; re-send those whose pusher died."""
+    from producer import push  # the producer's own pusher: batches are sent by task name
+
+    return push.flush_due().as_dict()

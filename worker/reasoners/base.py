@@ -22,6 +22,9 @@ class EpisodeRequest:
     params: ParameterPoint
     signatures: dict[str, int]
     knowledge: Knowledge = field(default_factory=dict)
+    params_version: int = 0
+    trajectory: list[str] = field(default_factory=list)
+    pending: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
