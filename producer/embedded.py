@@ -91,6 +91,19 @@ def worker_command(
     return [*cmd, "-B", "-s", str(beat)] if beat else cmd
 
 
+# The embedded service's workers, by name, so that waiting commands can notice one that died.
+_running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+
+
+def check_workers() -> None:
+    """Raise if an embedded worker exited: its work would never finish."""
+    for name, (proc, log) in _running.items():
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+            raise RuntimeError(f"the embedded {name} worker exited with code {proc.returncode}"
+                               f" ({' '.join(tail)[:300]}); full log: {log}")
+
+
 def start_workers(settings: Settings, url: str, log_dir: Path) -> list[subprocess.Popen[bytes]]:
     """One worker for episodes (threads: many LLM calls in flight) and one for merges + beat."""
     env = {**os.environ, "RIPMAP_REDIS_URL": url, "RIPMAP_DATA_DIR": str(settings.data_dir)}
@@ -104,9 +117,12 @@ def start_workers(settings: Settings, url: str, log_dir: Path) -> list[subproces
     ]
     procs = []
     for name, cmd in specs:
-        log = (log_dir / f"{name}.log").open("ab")
-        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True))
+        path = log_dir / f"{name}.log"
+        with path.open("ab") as log:
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        _running[name] = (proc, path)
+        procs.append(proc)
     return procs
 
 
@@ -142,6 +158,7 @@ def service(settings: Settings, *, workers: bool = True) -> Iterator[Settings]:
                 procs = start_workers(settings, url, data_dir / "logs")
             yield settings.model_copy(update={"redis_url": url})
         finally:
+            _running.clear()
             stop(procs)
             stop([redis_proc], timeout=20)
 

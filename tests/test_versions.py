@@ -6,7 +6,8 @@ import threading
 
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from schemas.episode import Direction, Magnitude
