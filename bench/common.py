@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -88,6 +88,14 @@ class BenchWorker(Worker):
         raise RuntimeError(f"worker not ready after {timeout}s: {self.log.read_text()[-3000:]}")
 
 
+    def check(self) -> None:
+        """Raise with the log's tail if the worker died or logged an error: a benchmark
+        must fail fast rather than wait for work that will never finish."""
+        text = self.log.read_text(errors="replace")
+        if self.proc.poll() is not None or "ERROR/" in text or "CRITICAL/" in text:
+            raise RuntimeError(f"worker {self.nodename} failed:\n{text[-3000:]}")
+
+
 @contextlib.contextmanager
 def running(*started: BenchWorker) -> Iterator[tuple[BenchWorker, ...]]:
     """Wait for every worker to be ready; stop them all on the way out, whatever happened."""
@@ -98,6 +106,34 @@ def running(*started: BenchWorker) -> Iterator[tuple[BenchWorker, ...]]:
     finally:
         for w in started:
             w.stop(timeout=20)
+
+
+def wait_count(read: Callable[[], Any], n: int, what: str, check: Callable[[], None],
+               timeout: float = 300) -> None:
+    """Poll ``read`` (a counter) every 5 ms until it reaches ``n``; ``check`` raises on
+    trouble."""
+    deadline = time.monotonic() + timeout
+    polls = 0
+    while int(read() or 0) < n:
+        polls += 1
+        if polls % 100 == 0:
+            check()
+        if time.monotonic() > deadline:
+            check()
+            raise RuntimeError(f"timed out waiting for {n} {what} (have {read()})")
+        time.sleep(0.005)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    """CPU seconds the redis-server has used so far."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def env_for(url: str, **overrides: str) -> dict[str, str]:
