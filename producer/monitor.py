@@ -1,0 +1,54 @@
+"""Operational readings shared by ``status``, the API and the dashboard: one home for them."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from schemas.tasks import EPISODE_QUEUE, MERGE_QUEUE
+from worker import budget, deadletters, store
+from schemas.settings import Settings
+
+
+def queue_depths(broker_url: str) -> dict[str, int]:
+    """Messages waiting on each queue (works for Redis and AMQP brokers)."""
+    from kombu.connection import Connection
+
+    depths = {}
+    with Connection(broker_url, connect_timeout=5) as conn:
+        channel = conn.default_channel
+        for queue in (EPISODE_QUEUE, MERGE_QUEUE):
+            try:
+                depths[queue] = int(channel.queue_declare(queue, passive=True).message_count)
+            except Exception:  # a queue never declared is empty
+                depths[queue] = 0
+    return depths
+
+
+def episodes_per_minute(client: redis.Redis, window: float = 600.0) -> float:
+    """Merged episodes per minute over the last ``window`` seconds (from the episode log)."""
+    since = time.time() - window
+    recent = [e for e in store.recent_episodes(client, 1_000) if e["finished_at"] >= since]
+    return len(recent) / (window / 60.0)
+
+
+def operations(client: redis.Redis, settings: Settings) -> dict[str, Any]:
+    """Queues, dead letters, token totals and today's budget."""
+    summary = store.summary(client, 1)
+    spend = budget.state(client, settings)
+    tokens: dict[str, int] = {}
+    for per_kind in budget.totals(client).values():
+        for name, n in per_kind.items():
+            tokens[name] = tokens.get(name, 0) + n
+    return {
+        "episodes": summary.episodes,
+        "episodes_per_minute": round(episodes_per_minute(client), 2),
+        "queues": queue_depths(settings.broker),
+        "dead_letters": deadletters.count(client),
+        "tokens": tokens,
+        "budget_used_today": spend.used,
+        "budget_limit": spend.limit,
+        "budget_paused_reason": spend.reason,
+    }
