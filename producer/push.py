@@ -1,0 +1,202 @@
+"""Streaming push: failures one at a time into per-repository Redis buffers, enqueued as a
+batch as soon as a repository's buffer holds ``batch_size`` of them, and as a partial
+batch once its oldest failure waited ``push_max_wait_seconds`` (the flusher, a beat task).
+
+Guarantee: at least once into the queue, exactly once into the scratchpad.
+
+- Appending and taking full batches is one Lua script (``scripts.PUSH_TAKE``): pushers in
+  any number of threads and processes never lose a failure, never put one in two
+  batches, never take more than ``batch_size``.
+- A taken batch is moved, in that same script, into a pending hash; it leaves it only
+  once its enqueue is confirmed. A pusher that dies (or whose enqueue fails) between the
+  take and the confirmation leaves the batch pending, and the flusher re-sends it after
+  ``push_resend_after_seconds``. A pusher that died after sending but before confirming
+  gets its batch sent twice: the worker merges an episode id (the batch id) once, so the
+  duplicate costs one reasoning call and changes nothing.
+- What Redis holds survives a Redis restart only with persistence on (AOF).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from producer.api import InvalidInput, Producer, validate_failures
+from schemas import tasks
+from schemas.errors import describe
+from schemas.failures import FailureBatch, RankingFailure
+from schemas.ingest import PushReceipt, PushState
+from schemas.settings import Settings
+from worker import deadletters, scripts, store
+
+log = logging.getLogger(__name__)
+
+STALE_CLAIM_LIMIT = 1_000  # pending batches one flush re-sends at most
+
+
+@dataclass
+class FlushReport:
+    """What one flush enqueued: partial batches, and re-sent batches whose pusher died."""
+
+    batches: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+    failed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as the flush task's JSON result."""
+        return {"batches": self.batches, "resent": self.resent, "failed": self.failed}
+
+
+class Pusher:
+    """Pushes validated failures into the buffers and enqueues the batches they fill."""
+
+    def __init__(self, settings: Settings | None = None, producer: Producer | None = None) -> None:
+        self.producer = producer or Producer(settings)
+        self.settings = self.producer.settings
+        self.client = self.producer.state
+
+    def push(self, failure: Any) -> PushReceipt:
+        """Validate one failure and push it; InvalidInput names each bad field."""
+        try:
+            valid = RankingFailure.model_validate(failure)
+        except ValidationError as exc:
+            raise InvalidInput(describe(exc)) from None
+        return self.push_valid([valid])[0]
+
+    def push_many(self, failures: Sequence[Any]) -> list[PushReceipt]:
+        """Validate every failure, then push them all at once; nothing is pushed if any is bad."""
+        return self.push_valid(validate_failures(list(failures)))
+
+    def push_valid(self, failures: list[RankingFailure]) -> list[PushReceipt]:
+        """Push validated failures atomically (one transaction); one receipt each, in order."""
+        groups: dict[str, list[int]] = {}
+        for i, failure in enumerate(failures):
+            groups.setdefault(failure.repo_context.name, []).append(i)
+        items = {repo: [failures[i].model_dump_json() for i in idx] for repo, idx in groups.items()}
+        receipts: dict[int, PushReceipt] = {}
+        for (repo, idx), (before, taken) in zip(groups.items(), self._take(items), strict=True):
+            for i, receipt in zip(idx, self._receipts(repo, before, len(idx), taken), strict=True):
+                receipts[i] = receipt
+        return [receipts[i] for i in range(len(failures))]
+
+    def _take(self, items: dict[str, list[str]]) -> list[scripts.Taken]:
+        """Append each repository's items and take its full batches, all in one transaction."""
+        size, now = self.settings.batch_size, time.time()
+        if len(items) == 1:  # one script call is atomic by itself
+            repo, values = next(iter(items.items()))
+            return [scripts.push_take(self.client, repo, values, batch_size=size, now=now)]
+        pipe = self.client.pipeline(transaction=True)
+        for repo, values in items.items():
+            scripts.queue_push_take(pipe, repo, values, batch_size=size, now=now)
+        return [scripts.parse_taken(raw) for raw in pipe.execute()]
+
+    def _receipts(
+        self, repo: str, before: int, count: int, taken: list[tuple[str, str]]
+    ) -> list[PushReceipt]:
+        """Enqueue what was taken; then say where each of the ``count`` appended items went."""
+        size, sent = self.settings.batch_size, self._send(taken)
+        out = []
+        for at in range(before, before + count):  # the item's index in the buffer as appended
+            if at // size < len(sent):
+                batch_id, state = sent[at // size]
+                out.append(PushReceipt(repo=repo, state=state, batch_id=batch_id))
+            else:
+                position = at - len(sent) * size + 1
+                out.append(PushReceipt(repo=repo, state="buffered", position=position))
+        return out
+
+    def flush(self, now: float | None = None, *, everything: bool = False) -> FlushReport:
+        """Enqueue partial batches that waited long enough (all of them with ``everything``)
+        and re-send batches taken but never confirmed sent."""
+        now = time.time() if now is None else now
+        cutoff = now if everything else now - self.settings.push_max_wait_seconds / 2
+        report = FlushReport()
+        for repo in store.due_push_repos(self.client, cutoff):
+            _, taken = scripts.push_take(self.client, repo, [], batch_size=self.settings.batch_size,
+                                         now=now, flush_cutoff=cutoff)
+            self._tally(report.batches, report, self._send(taken))
+        stale_cutoff = now - self.settings.push_resend_after_seconds
+        stale = scripts.claim_stale_batches(self.client, stale_cutoff, now, STALE_CLAIM_LIMIT)
+        self._tally(report.resent, report, self._send(stale, resend=True))
+        return report
+
+    def close(self) -> None:
+        """Release broker and state connections."""
+        self.producer.close()
+
+    def _send(
+        self, taken: list[tuple[str, str]], *, resend: bool = False
+    ) -> list[tuple[str | None, PushState]]:
+        """Enqueue taken batches and confirm each that was sent; ``(batch id, state)`` each."""
+        results: list[tuple[str | None, PushState]] = []
+        done: list[str] = []
+        for token, raw in taken:
+            try:
+                batch = FailureBatch.model_validate_json(raw)
+            except ValidationError as exc:  # only if the contract changed under a buffer
+                reason = "pushed batch no longer valid: " + "; ".join(describe(exc))
+                deadletters.add(self.client, tasks.REASON_EPISODE, raw, reason)
+                done.append(token)
+                results.append((None, "pending"))
+                continue
+            try:
+                self._enqueue(batch, resend)
+            except Exception:
+                log.warning("enqueue of batch %s failed; the flusher re-sends it", batch.batch_id,
+                            exc_info=True)
+                results.append((batch.batch_id, "pending"))
+                continue
+            done.append(token)
+            results.append((batch.batch_id, "enqueued"))
+        store.ack_pushed(self.client, done)
+        return results
+
+    def _enqueue(self, batch: FailureBatch, resend: bool) -> None:
+        if not resend:
+            self.producer.enqueue_batch(batch)
+            return
+        # A stale batch's pusher may have claimed the batch id and died before sending:
+        # the dedupe marker cannot tell, so send regardless (the worker merges it once).
+        store.mark_batch(self.client, batch.batch_id, self.settings.dedupe_ttl_seconds)
+        self.producer.send(tasks.REASON_EPISODE, [batch.model_dump(mode="json")], batch.batch_id)
+
+    @staticmethod
+    def _tally(
+        into: list[str], report: FlushReport, sent: list[tuple[str | None, PushState]]
+    ) -> None:
+        into += [b for b, state in sent if b is not None and state == "enqueued"]
+        report.failed += sum(state == "pending" for b, state in sent if b is not None)
+
+
+_default: tuple[int, Pusher] | None = None
+_default_lock = threading.Lock()
+
+
+def default_pusher() -> Pusher:
+    """This process's pusher, from the environment's settings (a forked child gets its own)."""
+    global _default
+    with _default_lock:
+        if _default is None or _default[0] != os.getpid():
+            _default = (os.getpid(), Pusher())
+        return _default[1]
+
+
+def push(failure: Any) -> PushReceipt:
+    """Validate one failure and append it to its repository's buffer.
+
+    Returns where it went (buffered at a position, or in a batch this call enqueued).
+    Raises InvalidInput naming each bad field; nothing is pushed then.
+    """
+    return default_pusher().push(failure)
+
+
+def flush_due(now: float | None = None) -> FlushReport:
+    """Enqueue every partial batch that waited long enough, and re-send stale pending ones."""
+    return default_pusher().flush(now)

@@ -1,0 +1,256 @@
+"""Streaming push: per-repository buffers, atomic batch takes, the flusher, crash recovery.
+
+Batches are sent to a broker database no worker consumes, so every enqueued message can
+be read back and checked.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import multiprocessing
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from producer.api import InvalidInput
+from producer.embedded import free_port
+from producer.push import Pusher
+from schemas import tasks
+from schemas.settings import Settings
+from tests.factories import failure
+from worker import scripts, store
+
+REPOS = ["alpha", "beta", "gamma"]
+
+
+def idle_broker_url(redis_url: str) -> str:
+    """Database 2 of the test server: a broker no worker consumes."""
+    return redis_url.rsplit("/", 1)[0] + "/2"
+
+
+@pytest.fixture
+def broker(redis_url: str) -> Iterator[redis.Redis]:
+    b = redis.Redis.from_url(idle_broker_url(redis_url))
+    b.flushdb()
+    yield b
+    b.flushdb()
+
+
+@pytest.fixture
+def push_settings(settings: Settings, redis_url: str, client: redis.Redis) -> Settings:
+    return settings.model_copy(update={"broker_url": idle_broker_url(redis_url)})
+
+
+def pusher_for(settings: Settings, **overrides: Any) -> Pusher:
+    return Pusher(settings.model_copy(update=overrides))
+
+
+def sent(broker: redis.Redis) -> list[dict[str, Any]]:
+    """Every reason_episode message on the idle broker, oldest first, as its batch."""
+    out = []
+    for raw in reversed(broker.lrange(tasks.EPISODE_QUEUE, 0, -1)):
+        envelope = json.loads(raw)
+        assert envelope["headers"]["task"] == tasks.REASON_EPISODE
+        args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+        out.append(args[0])
+    return out
+
+
+def queries(batch: dict[str, Any]) -> list[str]:
+    return [f["query"] for f in batch["failures"]]
+
+
+def test_a_full_buffer_is_enqueued_as_one_batch_and_receipts_say_where(
+    push_settings: Settings, client: redis.Redis, broker: redis.Redis
+) -> None:
+    pusher = pusher_for(push_settings, batch_size=5)
+    receipts = [pusher.push(failure(i)) for i in range(7)]
+    assert [(r.state, r.position) for r in receipts[:4]] == [("buffered", p) for p in (1, 2, 3, 4)]
+    assert receipts[4].state == "enqueued" and receipts[4].batch_id
+    assert [(r.state, r.position) for r in receipts[5:]] == [("buffered", 1), ("buffered", 2)]
+    assert [queries(b) for b in sent(broker)] == [[failure(i)["query"] for i in range(5)]]
+    assert store.push_backlog(client) == ({"example-app": 2}, 0)
+
+
+def test_bad_failures_are_rejected_naming_the_field_and_nothing_is_pushed(
+    push_settings: Settings, client: redis.Redis, broker: redis.Redis
+) -> None:
+    pusher = pusher_for(push_settings)
+    with pytest.raises(InvalidInput) as one:
+        pusher.push(failure(1, ndcg=1.7))
+    assert one.value.problems[0].startswith("ndcg:")
+    with pytest.raises(InvalidInput) as many:
+        pusher.push_many([failure(i) for i in range(4)] + [failure(9, expected_top=[])])
+    assert [p.split(":")[0] for p in many.value.problems] == ["record 4"]
+    assert "expected_top" in many.value.problems[0]
+    assert store.push_backlog(client) == ({}, 0) and sent(broker) == []
+
+
+def test_a_list_over_several_repositories_is_batched_per_repository(
+    push_settings: Settings, client: redis.Redis, broker: redis.Redis
+) -> None:
+    pusher = pusher_for(push_settings, batch_size=2)
+    records = [failure(i, repo_context={"name": REPOS[i % 2]}) for i in range(5)]
+    receipts = pusher.push_many(records)
+    assert [r.repo for r in receipts] == [REPOS[i % 2] for i in range(5)]
+    assert [r.state for r in receipts] == ["enqueued"] * 4 + ["buffered"]
+    assert receipts[0].batch_id == receipts[2].batch_id != receipts[1].batch_id
+    assert sorted(queries(b) for b in sent(broker)) == [
+        [records[0]["query"], records[2]["query"]], [records[1]["query"], records[3]["query"]]]
+    assert store.push_backlog(client) == ({"alpha": 1}, 0)
+
+
+def test_a_partial_batch_is_flushed_only_after_waiting(
+    push_settings: Settings, client: redis.Redis, broker: redis.Redis
+) -> None:
+    pusher = pusher_for(push_settings, batch_size=5, push_max_wait_seconds=10)
+    pushed_at = time.time()
+    pusher.push(failure(1))
+    pusher.push(failure(2))
+    assert pusher.flush(now=pushed_at + 1).batches == [] and sent(broker) == []
+    report = pusher.flush(now=pushed_at + 5.5)  # the flusher takes what waited half the max
+    assert len(report.batches) == 1
+    assert [queries(b) for b in sent(broker)] == [[failure(1)["query"], failure(2)["query"]]]
+    assert store.push_backlog(client) == ({}, 0)
+    assert pusher.flush(now=pushed_at + 60).batches == []
+
+
+def test_a_batch_taken_by_a_pusher_that_died_is_resent_by_the_flusher(
+    push_settings: Settings, client: redis.Redis, broker: redis.Redis
+) -> None:
+    pusher = pusher_for(push_settings, batch_size=2, push_resend_after_seconds=60)
+    taken_at = time.time()
+    # what a pusher does before it dies: the atomic take, and no enqueue
+    items = [json.dumps(failure(i)) for i in (1, 2)]
+    _, taken = scripts.push_take(client, "example-app", items, batch_size=2, now=taken_at)
+    assert len(taken) == 1 and store.push_backlog(client) == ({}, 1)
+    assert pusher.flush(now=taken_at + 30).resent == []
+    report = pusher.flush(now=taken_at + 61)
+    assert len(report.resent) == 1
+    assert [queries(b) for b in sent(broker)] == [[failure(1)["query"], failure(2)["query"]]]
+    assert store.push_backlog(client) == ({}, 0)
+    assert pusher.flush(now=taken_at + 200).resent == []  # re-sent once, then forgotten
+
+
+def test_a_failed_enqueue_leaves_the_batch_pending_for_the_flusher(
+    push_settings: Settings, client: redis.Redis, broker: redis.Redis
+) -> None:
+    dead_broker = f"redis://127.0.0.1:{free_port()}/0"
+    cut_off = pusher_for(push_settings, batch_size=2, broker_url=dead_broker)
+    receipts = [cut_off.push(failure(i)) for i in (1, 2)]
+    assert receipts[1].state == "pending" and receipts[1].batch_id
+    assert store.push_backlog(client) == ({}, 1) and sent(broker) == []
+    report = pusher_for(push_settings).flush(now=time.time() + 3_600)
+    assert report.resent == [receipts[1].batch_id]
+    assert [queries(b) for b in sent(broker)] == [[failure(1)["query"], failure(2)["query"]]]
+
+
+# --- concurrency -----------------------------------------------------------------------
+
+Op = tuple[int, int]  # (first repository, how many failures: 0 flushes, >1 push_many)
+Plan = list[list[Op]]
+
+
+def plans(pushers: int | tuple[int, int], ops: tuple[int, int]) -> st.SearchStrategy[Plan]:
+    """Per pusher, a list of ops: mostly single pushes, some lists, some flushes."""
+    low, high = (pushers, pushers) if isinstance(pushers, int) else pushers
+    count = st.sampled_from([0, 1, 1, 1, 1, 1, 2, 3, 7])
+    op = st.tuples(st.integers(0, len(REPOS) - 1), count)
+    return st.lists(st.lists(op, min_size=ops[0], max_size=ops[1]),
+                    min_size=low, max_size=high)
+
+
+def run_plan(settings: Settings, worker_no: int, ops: list[Op]) -> list[str]:
+    """One pusher's ops; returns the queries it pushed. A list spans repositories."""
+    pusher = Pusher(settings)
+    pushed: list[str] = []
+    try:
+        for n, (repo, count) in enumerate(ops):
+            if count == 0:
+                pusher.flush(everything=True)
+                continue
+            records = [failure(k, query=f"w{worker_no}-{n}-{k}",
+                               repo_context={"name": REPOS[(repo + k // 2) % len(REPOS)]})
+                       for k in range(count)]
+            if count == 1:
+                pusher.push(records[0])
+            else:
+                pusher.push_many(records)
+            pushed += [r["query"] for r in records]
+    finally:
+        pusher.close()
+    return pushed
+
+
+def check_batches(settings: Settings, broker: redis.Redis, client: redis.Redis,
+                  pushed: list[str]) -> None:
+    """Every pushed failure in exactly one batch; no batch over the size or across repos."""
+    Pusher(settings).flush(everything=True)  # what is still buffered at the end
+    batches = sent(broker)
+    assert all(1 <= len(b["failures"]) <= settings.batch_size for b in batches)
+    assert all(len({f["repo_context"]["name"] for f in b["failures"]}) == 1 for b in batches)
+    counts = Counter(q for b in batches for q in queries(b))
+    assert counts == Counter(pushed), "lost or duplicated failures"
+    assert store.push_backlog(client) == ({}, 0)
+
+
+@hsettings(max_examples=15, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=plans((2, 6), (1, 12)), batch_size=st.integers(1, 5))
+def test_concurrent_threads_never_lose_duplicate_or_overfill(
+    plan: Plan, batch_size: int, push_settings: Settings, client: redis.Redis,
+    broker: redis.Redis,
+) -> None:
+    client.flushdb()
+    broker.flushdb()
+    settings = push_settings.model_copy(update={"batch_size": batch_size})
+    results: list[list[str]] = [[] for _ in plan]
+    start = threading.Barrier(len(plan))
+
+    def run(k: int) -> None:
+        start.wait()
+        results[k] = run_plan(settings, k, plan[k])
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(plan))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check_batches(settings, broker, client, [q for r in results for q in r])
+
+
+def _run_plan_in_process(job: tuple[str, str, int, int, list[Op]]) -> list[str]:
+    state_url, broker_url, batch_size, worker_no, ops = job
+    settings = Settings(redis_url=state_url, broker_url=broker_url, batch_size=batch_size)
+    return run_plan(settings, worker_no, ops)
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[Any]:
+    with multiprocessing.get_context("spawn").Pool(3) as p:
+        yield p
+
+
+@hsettings(max_examples=4, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=plans(3, (20, 40)), batch_size=st.integers(2, 5))
+def test_concurrent_processes_never_lose_duplicate_or_overfill(
+    plan: Plan, batch_size: int, pool: Any, push_settings: Settings, client: redis.Redis,
+    broker: redis.Redis,
+) -> None:
+    client.flushdb()
+    broker.flushdb()
+    settings = push_settings.model_copy(update={"batch_size": batch_size})
+    jobs = [(settings.state_url, settings.broker, batch_size, k, ops)
+            for k, ops in enumerate(plan)]
+    results = pool.map(_run_plan_in_process, jobs)
+    check_batches(settings, broker, client, [q for r in results for q in r])
