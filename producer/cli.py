@@ -19,7 +19,9 @@ from rich.table import Table
 
 from producer import embedded, reading
 from producer.api import InvalidInput, Producer, validate_failures
+from producer.push import Pusher
 from schemas.errors import describe
+from schemas.failures import RankingFailure
 from schemas.params import PARAM_SPECS, ParameterPoint
 from schemas.scratchpad import ScratchpadSummary
 from schemas.settings import Settings, get_settings
@@ -369,8 +371,6 @@ def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
     end, partial batches stay buffered for the flusher, or are enqueued at once with
     --flush (always on the embedded default, whose beat stops with the command).
     """
-    from producer.push import Pusher
-
     with embedded.service(settings) as live:
         pusher = Pusher(live)
         try:
@@ -395,8 +395,11 @@ class _PushTally:
         self.batches: list[str] = []
 
 
-def _push_lines(pusher: Any, stream: Any, max_line: int) -> _PushTally:
-    """Read what has arrived (``read1``: no waiting for a full buffer), push its lines."""
+def _push_lines(pusher: Pusher, stream: Any, max_line: int) -> _PushTally:
+    """Read what has arrived (``stream.read1``: no waiting for a full buffer), push its lines.
+
+    A line longer than ``max_line`` is reported once and its bytes dropped as they arrive.
+    """
     tally, lineno, tail, skipping = _PushTally(), 0, b"", False
     while chunk := stream.read1(65_536):
         *lines, tail = (tail + chunk).split(b"\n")
@@ -411,7 +414,7 @@ def _push_lines(pusher: Any, stream: Any, max_line: int) -> _PushTally:
     return tally
 
 
-def _push_chunk(pusher: Any, lines: list[bytes], lineno: int, max_line: int,
+def _push_chunk(pusher: Pusher, lines: list[bytes], lineno: int, max_line: int,
                 tally: _PushTally) -> int:
     """Validate each line, report the bad ones, push the good ones together."""
     good = []
@@ -438,15 +441,16 @@ def _push_chunk(pusher: Any, lines: list[bytes], lineno: int, max_line: int,
     return lineno
 
 
-def _line_problems(raw: bytes, max_line: int) -> Any:
+def _line_problems(raw: bytes, max_line: int) -> RankingFailure | list[str]:
     """The validated failure on the line, or the list of what is wrong with it."""
-    from schemas.failures import RankingFailure
-
     if len(raw) > max_line:
         return [f"line over {max_line} bytes"]
     try:
         return RankingFailure.model_validate_json(raw)
     except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if errors and errors[0]["type"] == "json_invalid":
+            return [f"malformed JSON: {errors[0]['msg'].removeprefix('Invalid JSON: ')}"]
         return describe(exc)
 
 

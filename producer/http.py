@@ -1,0 +1,371 @@
+"""The HTTP API: ranking services push failures and read parameters, the scratchpad and
+wisdom over HTTP, without importing our code. Run it with ``ripmap-optimizer serve``.
+
+Routes live on two routers: ``v1`` (everything under ``/v1``, behind the optional bearer
+token) and ``probes`` (``/healthz``, always open). Add a route by decorating a function
+with ``@v1.get(...)``/``@v1.post(...)`` and taking ``StateDep``/``PusherDep``/``SettingsDep``;
+read shared state only through ``worker.store``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from contextlib import asynccontextmanager
+from importlib import metadata
+from typing import Annotated, Any
+
+import redis
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from producer.push import Pusher
+from schemas.failures import RankingFailure
+from schemas.ingest import Problem, ProblemResponse, PushResponse
+from schemas.params import ParameterPoint
+from schemas.scratchpad import ScratchpadSummary
+from schemas.settings import Settings, get_settings
+from schemas.wisdom import Wisdom
+from worker import store
+
+MARKDOWN = "text/markdown"
+FailureInput = RankingFailure | list[RankingFailure]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BadInput(HTTPException):
+    """The request body was rejected as a whole; ``problems`` name every bad value.
+
+    An HTTPException, so FastAPI's own body parsing (on routes with a model body) passes
+    it through instead of turning a 413 raised while reading the body into a 400.
+    """
+
+    def __init__(self, status: int, problems: list[Problem]) -> None:
+        super().__init__(status, "; ".join(f"{p.path}: {p.msg}" for p in problems))
+        self.problems = problems
+
+
+# --- dependencies ----------------------------------------------------------------------
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="RIPMAP_API_TOKEN. Required when the server has one set (set it in production).",
+)
+
+
+def require_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """Reject the request unless it carries the configured bearer token (if one is set)."""
+    secret = request.app.state.settings.api_token
+    # an empty token (e.g. compose's `${RIPMAP_API_TOKEN:-}`) means no auth, like an unset one
+    expected = secret.get_secret_value() if secret is not None else ""
+    if not expected:
+        return
+    given = credentials.credentials if credentials is not None else ""
+    if not secrets.compare_digest(given.encode(), expected.encode()):
+        reason = "wrong bearer token" if given else "missing bearer token"
+        raise HTTPException(401, detail=reason, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _pusher(request: Request) -> Pusher:
+    pusher: Pusher = request.app.state.pusher
+    return pusher
+
+
+def _state(request: Request) -> redis.Redis:
+    return _pusher(request).client
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+PusherDep = Annotated[Pusher, Depends(_pusher)]
+StateDep = Annotated[redis.Redis, Depends(_state)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
+probes = APIRouter()
+
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ProblemResponse, "description": "request body over the size limit"},
+    422: {"model": ProblemResponse, "description": "invalid input: every problem, by JSON path"},
+}
+_AUTH: dict[int | str, dict[str, Any]] = {401: {"description": "missing or wrong bearer token"}}
+
+
+# --- routes ----------------------------------------------------------------------------
+
+_FAILURE_INPUT_SCHEMA = TypeAdapter(FailureInput).json_schema(
+    ref_template="#/components/schemas/{model}"
+)
+
+
+@v1.post(
+    "/failures",
+    status_code=202,
+    response_model=PushResponse,
+    responses={**_PROBLEMS, **_AUTH},
+    summary="Push one failure or a list of failures",
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {k: v for k, v in _FAILURE_INPUT_SCHEMA.items() if k != "$defs"}}}}},
+)
+async def post_failures(request: Request, pusher: PusherDep, settings: SettingsDep) -> PushResponse:
+    """Validate every failure, then push them all (or none): each lands in its repository's
+    buffer, and every batch a push fills is enqueued at once. 202 with one receipt each."""
+    body = await request.body()
+    return await run_in_threadpool(_accept, pusher, body, settings.api_max_failures_per_request)
+
+
+@v1.get("/params/current", response_model=ParameterPoint, responses=_AUTH)
+def get_current_params(state: StateDep) -> ParameterPoint:
+    """The current parameters: ripmap's params.json (17 floats)."""
+    return store.get_params(state)
+
+
+@v1.get(
+    "/scratchpad",
+    response_model=ScratchpadSummary,
+    responses={**_AUTH, 422: _PROBLEMS[422],
+               200: {"content": {MARKDOWN: {"schema": {"type": "string"}}}}},
+)
+def get_scratchpad(
+    request: Request, state: StateDep, top: Annotated[int, Query(ge=1, le=100)] = 10
+) -> Response | ScratchpadSummary:
+    """Counts and the ``top`` most frequent insights of each kind (markdown on request)."""
+    summary = store.summary(state, top)
+    if _wants_markdown(request):
+        return PlainTextResponse(summary.to_markdown(), media_type=MARKDOWN)
+    return summary
+
+
+@v1.get(
+    "/wisdom/latest",
+    response_model=Wisdom,
+    responses={**_AUTH, 404: {"description": "nothing distilled yet"},
+               200: {"content": {MARKDOWN: {"schema": {"type": "string"}}}}},
+)
+def get_latest_wisdom(request: Request, state: StateDep) -> Response | Wisdom:
+    """The newest distilled wisdom, as JSON or (``Accept: text/markdown``) markdown."""
+    wisdom = store.latest_wisdom(state)
+    if wisdom is None:
+        raise HTTPException(404, detail="no wisdom yet: nothing has been distilled")
+    if _wants_markdown(request):
+        return PlainTextResponse(wisdom.to_markdown(), media_type=MARKDOWN)
+    return wisdom
+
+
+@probes.get("/healthz", responses={503: {"description": "Redis is unreachable"}})
+def healthz(request: Request) -> JSONResponse:
+    """200 when the state store answers PING, else 503 (no auth: for load balancers)."""
+    try:
+        request.app.state.health.ping()
+    except redis.RedisError as exc:
+        return JSONResponse({"status": "unavailable", "redis": str(exc)}, status_code=503)
+    return JSONResponse({"status": "ok", "redis": "ok"})
+
+
+# --- input -----------------------------------------------------------------------------
+
+
+def _accept(pusher: Pusher, body: bytes, max_items: int) -> PushResponse:
+    receipts = pusher.push_valid(parse_failures(body, max_items))
+    batches = list(dict.fromkeys(r.batch_id for r in receipts if r.batch_id))
+    return PushResponse(accepted=len(receipts), batches=batches, failures=receipts)
+
+
+def parse_failures(body: bytes, max_items: int) -> list[RankingFailure]:
+    """One failure object or a list of them; BadInput (422) names every problem by path."""
+    try:
+        value = json.loads(body)
+    except json.JSONDecodeError as exc:
+        msg = f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        raise BadInput(422, [_problem([], msg, "json_invalid")]) from None
+    except UnicodeDecodeError:
+        raise BadInput(422, [_problem([], "malformed JSON: not UTF-8", "json_invalid")]) from None
+    if isinstance(value, dict):
+        return [_validate(value, [])]
+    if not isinstance(value, list):
+        raise BadInput(422, [_problem([], "expected a failure object or a list of failures",
+                                      "type_error")])
+    if not value:
+        raise BadInput(422, [_problem([], "no failures given: at least one is required",
+                                      "too_short")])
+    if len(value) > max_items:
+        raise BadInput(422, [_problem([], f"{len(value)} failures in one request: at most "
+                                      f"{max_items}", "too_long")])
+    out, problems = [], []
+    for i, record in enumerate(value):
+        try:
+            out.append(_validate(record, [i]))
+        except BadInput as exc:
+            problems += exc.problems
+    if problems:
+        raise BadInput(422, problems)
+    return out
+
+
+def _validate(record: Any, prefix: list[str | int]) -> RankingFailure:
+    try:
+        return RankingFailure.model_validate(record)
+    except ValidationError as exc:
+        raise BadInput(422, [_problem([*prefix, *e["loc"]], e["msg"], e["type"])
+                             for e in exc.errors(include_url=False)]) from None
+
+
+def _problem(loc: list[str | int], msg: str, kind: str) -> Problem:
+    return Problem(path=_path(["body", *loc]), loc=["body", *loc], msg=msg, type=kind)
+
+
+def _wants_markdown(request: Request) -> bool:
+    """True when the Accept header prefers text/markdown over JSON."""
+    best, best_q = "", 0.0
+    for part in request.headers.get("accept", "").split(","):
+        media, _, params = part.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            name, _, val = param.strip().partition("=")
+            if name == "q":
+                try:
+                    q = float(val)
+                except ValueError:
+                    q = 0.0
+        if media.strip() in (MARKDOWN, "application/json") and q > best_q:
+            best, best_q = media.strip(), q
+    return best == MARKDOWN
+
+
+# --- the app ---------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """413 for request bodies over ``max_bytes``: at once from Content-Length, else as soon
+    as the streamed body passes the limit, so an oversized body is never read whole."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            # answered without reading the body; the connection is closed after it
+            await _problem_response(self._too_large(), scope, send)
+            return
+        seen = 0
+
+        async def counting() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise BadInput(413, self._too_large().problems)
+            return message
+
+        await self.app(scope, counting, send)
+
+    def _too_large(self) -> BadInput:
+        return BadInput(413, [_problem([], f"request body over {self.max_bytes} bytes",
+                                       "too_large")])
+
+
+async def _problem_response(exc: BadInput, scope: Scope, send: Send) -> None:
+    response = JSONResponse(ProblemResponse(detail=exc.problems).model_dump(mode="json"),
+                            status_code=exc.status_code, headers={"Connection": "close"})
+    await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API app for ``settings`` (the environment's by default)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pusher = Pusher(settings)
+        app.state.health = redis.Redis.from_url(settings.state_url, socket_timeout=2,
+                                                socket_connect_timeout=2)
+        try:
+            yield
+        finally:
+            app.state.pusher.close()
+            app.state.health.close()
+
+    app = FastAPI(title="ripmap-optimizer", version=_version(), lifespan=lifespan,
+                  description=__doc__)
+    app.state.settings = settings
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_exception_handler(BadInput, _bad_input)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(redis.ConnectionError, _unavailable)
+    app.add_exception_handler(redis.TimeoutError, _unavailable)
+    app.include_router(probes)
+    app.include_router(v1)
+    from producer.http_dashboard import router as dashboard_router  # it imports this module
+
+    app.include_router(dashboard_router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+async def _bad_input(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BadInput)
+    return JSONResponse(ProblemResponse(detail=exc.problems).model_dump(mode="json"),
+                        status_code=exc.status_code)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """FastAPI's own 422s (query parameters, ...) with JSON paths like ours."""
+    assert isinstance(exc, RequestValidationError)
+    problems = [Problem(path=_path(e["loc"]), loc=list(e["loc"]), msg=e["msg"], type=e["type"])
+                for e in exc.errors()]
+    return JSONResponse(ProblemResponse(detail=problems).model_dump(mode="json"), status_code=422)
+
+
+def _path(loc: Sequence[str | int]) -> str:
+    """``$[2].ndcg`` for the body, ``query.top`` for a query parameter."""
+    head, *rest = loc or ["body"]
+    start = "$" if head == "body" else str(head)
+    return start + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in rest)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"detail": f"state store unavailable: {exc}"}, status_code=503)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus the models of the hand-parsed failure body."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                             description=app.description)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(_FAILURE_INPUT_SCHEMA.get("$defs", {}))
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ripmap-optimizer")
+    except metadata.PackageNotFoundError:
+        return "0"
