@@ -234,8 +234,8 @@ class FakeAnthropic:
             return sorted(self._records, key=lambda r: r.arrived)
 
     def stats(self) -> dict[str, int]:
-        """Counters: ``requests``, ``status:<code>``, ``fault:<kind>``, token sums, ``in_flight``,
-        ``max_in_flight``."""
+        """Counters: ``requests`` (on arrival), ``status:<code>``, ``fault:<kind>``, token sums,
+        ``in_flight``, ``max_in_flight``, ``client_gone`` (answers the client left before)."""
         with self._lock:
             return {**self._counts, "in_flight": self._in_flight}
 
@@ -264,7 +264,6 @@ class FakeAnthropic:
     def _record(self, rec: RequestRecord) -> None:
         with self._lock:
             c = self._counts
-            c["requests"] += 1
             c[f"status:{rec.status}"] += 1
             if rec.fault:
                 c[f"fault:{rec.fault}"] += 1
@@ -275,9 +274,14 @@ class FakeAnthropic:
             if self.keep_records:
                 self._records.append(rec)
 
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
     def _enter(self) -> None:
         with self._lock:
             self._in_flight += 1
+            self._counts["requests"] += 1  # counted on arrival: a slow answer counts at once
             self._counts["max_in_flight"] = max(self._counts["max_in_flight"], self._in_flight)
 
     def _leave(self) -> None:
@@ -351,9 +355,9 @@ class _Handler(BaseHTTPRequestHandler):
         if problem or not key:
             status = 400 if problem else 401
             kind = "invalid_request_error" if problem else "authentication_error"
+            fake._record(RequestRecord(finished=time.time(), status=status, fault="", **base))
             self._send(status, _error(kind, problem or "an x-api-key or Authorization header"
                                       " is required"))
-            fake._record(RequestRecord(finished=time.time(), status=status, fault="", **base))
             return
         fault = fake.faults.next_for(conversation, json.dumps(messages))
         delay = fake.slow_seconds if fault == Fault.SLOW else fake.latency
@@ -365,13 +369,14 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {"retry-after": f"{fake.retry_after:g}"} if status == 429 else {}
             if status == 529:
                 headers["x-should-retry"] = "true"
-            self._send(status, _error(kind, text), headers)
             fake._record(RequestRecord(finished=time.time(), status=status, fault=fault, **base))
+            self._send(status, _error(kind, text), headers)
             return
         message, usage = _message(fake, req, fault, arrived)
-        sent = self._send(200, message)
-        fake._record(RequestRecord(finished=time.time(), status=200 if sent else 499,
-                                   fault=fault, **base, **usage))
+        # recorded before it is sent, so a client that has its answer finds it in records()
+        fake._record(RequestRecord(finished=time.time(), status=200, fault=fault, **base,
+                                   **usage))
+        self._send(200, message)
 
     def _send(self, status: int, payload: Json, headers: dict[str, str] | None = None) -> bool:
         data = json.dumps(payload).encode()
@@ -387,6 +392,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except OSError:  # the client timed out and left
             self.close_connection = True
+            self.fake._count("client_gone")
             return False
         return True
 
@@ -573,6 +579,17 @@ def _usage(fake: FakeAnthropic, req: Json, content: list[Json], now: float) -> d
         rest += prefix
     return {"input_tokens": rest, "output_tokens": tokens(content),
             "cache_creation_input_tokens": created, "cache_read_input_tokens": read}
+
+
+DUMMY_KEY = "sk-ant-fake-0000"
+
+
+def reasoner_env(base_url: str, api_key: str = DUMMY_KEY, **settings: str) -> dict[str, str]:
+    """Environment that points a worker's ``anthropic`` reasoner at a fake server; merge it
+    into ``tests.services.worker_env(redis_url, **reasoner_env(url))``. ``settings`` are
+    more ``RIPMAP_*`` variables (e.g. ``RIPMAP_LLM_REQUESTS_PER_MINUTE="0"``)."""
+    return {"RIPMAP_REASONER": "anthropic", "ANTHROPIC_API_KEY": api_key,
+            "RIPMAP_ANTHROPIC_BASE_URL": base_url, **settings}
 
 
 def main() -> None:

@@ -18,7 +18,21 @@ from schemas.episode import ProposedChange, ReasonerAnswer
 from schemas.wisdom import WisdomDraft
 from worker import stepping
 
-_SECTION = re.compile(r"^#{1,4}\s*([A-Za-z ]+?)\s*:?\s*$", re.MULTILINE)
+# "## Title" or "## Title: inline text" (any title ends the previous section) ...
+_HEADING = re.compile(r"^\s*#{1,4}\s*(?P<title>[A-Za-z][A-Za-z ]*?)\s*(?::\s*(?P<inline>.*?))?\s*$")
+# ... or "**Title:** text", "**Title: text**", "Title: text" (known titles only)
+_LABEL = re.compile(r"^(?P<title>[A-Za-z][A-Za-z ]*?)\s*(?:(?P<colon>:)\s*(?P<inline>.*?))?\s*$")
+_KNOWN_SECTIONS = ("diagnosis", "parameter interactions", "proposed changes",
+                   "structural insights", "confidence")
+_SECTION_ALIASES = {
+    "param interactions": "parameter interactions",
+    "interactions": "parameter interactions",
+    "proposed parameter changes": "proposed changes",
+    "parameter changes": "proposed changes",
+    "structural proposals": "structural insights",
+    "confidence level": "confidence",
+    "overall confidence": "confidence",
+}
 _CHANGE_LINE = re.compile(
     r"^[\s\-*•\d.)]*`?\*{0,2}(?P<param>[A-Za-z_]\w*)\*{0,2}`?\s*[:=\-–—]+\s*"
     r"(?P<direction>increase|decrease|raise|lower)\s*(?P<magnitude>small|medium|large)?"
@@ -26,12 +40,18 @@ _CHANGE_LINE = re.compile(
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?%?|nan|inf", re.IGNORECASE)
+_SCALE = re.compile(r"(?P<value>\d+(?:\.\d+)?)\s*/\s*(?P<of>10|1|100)\b")
 _DIRECTION_SYNONYMS = {"raise": "increase", "lower": "decrease"}
+
+
+_ANSWER_KEYS = ("diagnosis", "param_interactions", "proposed_changes", "structural_insights",
+                "confidence")
+_WISDOM_KEYS = ("presets", "heuristics", "warnings", "intuitions")
 
 
 def parse_answer(text: str) -> tuple[ReasonerAnswer | None, int]:
     """``(answer, dropped proposals)``; answer is None when nothing could be read."""
-    data = extract_json(text)
+    data = extract_json(text, _ANSWER_KEYS)
     if data is not None:
         return answer_from_dict(data)
     sections = _sections(text)
@@ -42,7 +62,7 @@ def parse_answer(text: str) -> tuple[ReasonerAnswer | None, int]:
 
 def parse_wisdom(text: str) -> WisdomDraft | None:
     """A distillation answer's JSON object as a validated draft, or None."""
-    data = extract_json(text)
+    data = extract_json(text, _WISDOM_KEYS)
     if data is None:
         return None
     try:
@@ -51,14 +71,16 @@ def parse_wisdom(text: str) -> WisdomDraft | None:
         return None
 
 
-def extract_json(text: str) -> dict[str, Any] | None:
-    """The JSON object after ``JSON:``, in a code fence, or the last balanced one."""
+def extract_json(text: str, keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """The JSON object after ``JSON:``, in a code fence, or the last top-level one; with
+    ``keys``, the first such object having any of them (an example or a nested object
+    elsewhere in the text is not mistaken for the answer)."""
     for candidate in _json_candidates(text):
         try:
             value = json.loads(_strip_trailing_commas(candidate))
         except ValueError:
             continue
-        if isinstance(value, dict):
+        if isinstance(value, dict) and (not keys or any(k in value for k in keys)):
             return value
     return None
 
@@ -88,13 +110,22 @@ def _json_candidates(text: str) -> list[str]:
     if marker:
         out.append(_balanced(text, marker.end()))
     out += re.findall(r"```(?:json)?\s*(\{.*?\})\s*```", text, re.DOTALL)
-    last = text.rfind("{")
-    while last != -1:
-        out.append(_balanced(text, last))
-        last = text.rfind("{", 0, last)
-        if len(out) > 20:
-            break
+    out += reversed(_top_level_objects(text))
     return [c for c in out if c]
+
+
+def _top_level_objects(text: str, limit: int = 20) -> list[str]:
+    """Balanced ``{...}`` spans not nested in one another, left to right."""
+    out: list[str] = []
+    start = text.find("{")
+    while start != -1 and len(out) < limit:
+        span = _balanced(text, start)
+        if span:
+            out.append(span)
+            start = text.find("{", start + len(span))
+        else:  # an unclosed brace in prose: look past it
+            start = text.find("{", start + 1)
+    return out
 
 
 def _balanced(text: str, start: int) -> str:
@@ -120,14 +151,38 @@ def _strip_trailing_commas(candidate: str) -> str:
 
 
 def _sections(text: str) -> dict[str, str]:
-    marks = list(_SECTION.finditer(text))
-    out = {}
-    for i, m in enumerate(marks):
-        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
-        out[m.group(1).strip().lower()] = text[m.end() : end].strip()
-    known = {"diagnosis", "parameter interactions", "proposed changes", "structural insights",
-             "confidence"}
-    return out if known & set(out) else {}
+    """The text under each heading (or known label), keyed by the lower-cased title."""
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        title, inline = _section_title(line)
+        if title is None:
+            if current is not None:
+                current.append(line)
+            continue
+        current = out.setdefault(title, [])
+        if inline:
+            current.append(inline)
+    sections = {title: "\n".join(lines).strip() for title, lines in out.items()}
+    return sections if set(_KNOWN_SECTIONS) & set(sections) else {}
+
+
+def _section_title(line: str) -> tuple[str | None, str]:
+    """``(title, text on the same line)`` when ``line`` starts a section, else ``(None, "")``."""
+    m = _HEADING.match(line)
+    if m:
+        return _canonical(m["title"]), m["inline"] or ""
+    stripped = line.strip()
+    bold = stripped.startswith(("**", "__"))
+    m = _LABEL.match(stripped.replace("**", "").replace("__", ""))
+    if m and (bold or m["colon"]) and _canonical(m["title"]) in _KNOWN_SECTIONS:
+        return _canonical(m["title"]), m["inline"] or ""
+    return None, ""
+
+
+def _canonical(title: str) -> str:
+    title = re.sub(r"\s+", " ", title.strip().lower())
+    return _SECTION_ALIASES.get(title, title)
 
 
 def _dict_from_sections(sections: dict[str, str]) -> dict[str, Any]:
@@ -174,6 +229,8 @@ def _change(item: Any) -> ProposedChange | None:
         return None
     fields = {k: str(v).strip().lower() if k in ("direction", "magnitude") else v
               for k, v in item.items() if k in ("param", "direction", "magnitude", "rationale")}
+    if isinstance(fields.get("param"), str):  # "Focus_Decay", "`focus_decay`"
+        fields["param"] = fields["param"].strip().strip("`*'\"").lower()
     if "direction" in fields:
         fields["direction"] = _DIRECTION_SYNONYMS.get(fields["direction"], fields["direction"])
     if fields.get("magnitude") in (None, "", "none"):
@@ -193,11 +250,19 @@ def _confidence(raw: Any) -> float | None:
     if isinstance(raw, int | float):
         value = float(raw)
     else:
-        m = _NUMBER.search(str(raw))
+        text = str(raw)
+        scale = _SCALE.search(text)  # "7/10", "0.8 / 1"
+        if scale:
+            return _in_unit(float(scale["value"]) / float(scale["of"]))
+        m = _NUMBER.search(text)
         if not m:
             return None
         token = m.group(0)
         value = float(token.rstrip("%")) / (100 if token.endswith("%") else 1)
+    return _in_unit(value)
+
+
+def _in_unit(value: float) -> float | None:
     return value if math.isfinite(value) and 0.0 <= value <= 1.0 else None
 
 
