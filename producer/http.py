@@ -57,6 +57,8 @@ class BadInput(HTTPException):
 
 
 # --- dependencies ----------------------------------------------------------------------
+# async although nothing in them waits: FastAPI runs a sync dependency in its thread pool,
+# and that hop cost more than the whole push.
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -64,7 +66,7 @@ bearer = HTTPBearer(
 )
 
 
-def require_token(
+async def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
@@ -80,16 +82,16 @@ def require_token(
         raise HTTPException(401, detail=reason, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _pusher(request: Request) -> Pusher:
+async def _pusher(request: Request) -> Pusher:
     pusher: Pusher = request.app.state.pusher
     return pusher
 
 
-def _state(request: Request) -> redis.Redis:
-    return _pusher(request).client
+async def _state(request: Request) -> redis.Redis:
+    return (await _pusher(request)).client
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -124,11 +126,13 @@ _FAILURE_INPUT_SCHEMA = TypeAdapter(FailureInput).json_schema(
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {k: v for k, v in _FAILURE_INPUT_SCHEMA.items() if k != "$defs"}}}}},
 )
-async def post_failures(request: Request, pusher: PusherDep, settings: SettingsDep) -> PushResponse:
+async def post_failures(request: Request, pusher: PusherDep, settings: SettingsDep) -> Response:
     """Validate every failure, then push them all (or none): each lands in its repository's
     buffer, and every batch a push fills is enqueued at once. 202 with one receipt each."""
     body = await request.body()
-    return await run_in_threadpool(_accept, pusher, body, settings.api_max_failures_per_request)
+    answer = await run_in_threadpool(_accept, pusher, body, settings.api_max_failures_per_request)
+    # serialised here: the receipts are built valid, FastAPI need not validate them again
+    return Response(answer.model_dump_json(), status_code=202, media_type="application/json")
 
 
 @v1.get("/params/current", response_model=ParameterPoint, responses=_AUTH)
