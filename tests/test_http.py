@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -300,3 +302,43 @@ def test_auth_accepts_the_token_and_leaves_probes_open(authed: httpx.Client,
     assert authed.get("/healthz").status_code == 200
     assert authed.get("/openapi.json").status_code == 200
     assert store.push_backlog(client) == ({"example-app": 1}, 0)
+
+
+def test_serve_on_the_embedded_default_runs_its_own_service(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("RIPMAP_") and k not in ("REDIS_URL", "ANTHROPIC_API_KEY")}
+    env.update(PYTHONPATH=str(ROOT), RIPMAP_DATA_DIR=str(tmp_path / "data"),
+               RIPMAP_REASONER="heuristic", RIPMAP_EPISODE_CONCURRENCY="4")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "producer.cli", "serve", "--port", str(port)],
+                              env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _up(base) or server.poll() is not None, 60, "serve to answer")
+        assert server.poll() is None, server.stderr.read() if server.stderr else ""
+        answer = httpx.post(base + "/v1/failures", json=[failure(i) for i in range(5)])
+        assert answer.status_code == 202 and len(answer.json()["batches"]) == 1
+        wait_until(lambda: httpx.get(base + "/v1/scratchpad").json()["episodes"] == 1, 90,
+                   "the embedded workers to merge the episode")
+        assert len(_processes_mentioning(str(tmp_path / "data"))) >= 3  # redis + 2 workers
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+    assert server.returncode in (0, 143)
+    assert _processes_mentioning(str(tmp_path / "data")) == [], "embedded service left running"
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that contain ``text`` (the embedded Redis and
+    workers carry the data dir in theirs or in their environment's RIPMAP_DATA_DIR)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environ = (proc / "environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline or text in environ:
+            found.append(cmdline)
+    return found

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import json
 import multiprocessing
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -27,6 +29,7 @@ from producer.push import Pusher
 from schemas import tasks
 from schemas.settings import Settings
 from tests.factories import failure
+from tests.services import ROOT, wait_until, worker_env
 from worker import scripts, store
 
 REPOS = ["alpha", "beta", "gamma"]
@@ -254,3 +257,41 @@ def test_concurrent_processes_never_lose_duplicate_or_overfill(
             for k, ops in enumerate(plan)]
     results = pool.map(_run_plan_in_process, jobs)
     check_batches(settings, broker, client, [q for r in results for q in r])
+
+
+# --- the CLI ---------------------------------------------------------------------------
+
+
+def cli_push(redis_url: str, *args: str) -> subprocess.Popen[bytes]:
+    env = worker_env(redis_url, RIPMAP_BROKER_URL=idle_broker_url(redis_url),
+                     RIPMAP_BATCH_SIZE="2")
+    return subprocess.Popen([sys.executable, "-m", "producer.cli", "push", *args], env=env,
+                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def test_cli_push_streams_each_line_and_skips_bad_ones(
+    client: redis.Redis, broker: redis.Redis, redis_url: str
+) -> None:
+    proc = cli_push(redis_url)
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(failure(1)).encode() + b"\n")
+    proc.stdin.flush()
+    # pushed while the input is still open: streaming, not read-all-then-push
+    wait_until(lambda: store.push_backlog(client)[0] == {"example-app": 1}, 60,
+               "the first line to be pushed")
+    rest = [b"{not json", json.dumps(failure(2, ndcg=1.7)).encode(),
+            json.dumps(failure(3)).encode(), b"", json.dumps(failure(4)).encode()]
+    _, errors = proc.communicate(b"\n".join(rest) + b"\n", timeout=60)
+    text = errors.decode()
+    assert proc.returncode == 2, text
+    assert "line 2: malformed JSON" in text and "line 3: ndcg" in text
+    # the good lines around the bad ones: 1 and 3 made a batch, 4 waits for the flusher
+    assert [queries(b) for b in sent(broker)] == [[failure(1)["query"], failure(3)["query"]]]
+    assert store.push_backlog(client) == ({"example-app": 1}, 0)
+
+    flush = cli_push(redis_url, "--flush")
+    flush.communicate(b"", timeout=60)
+    assert flush.returncode == 0
+    assert queries(sent(broker)[-1]) == [failure(4)["query"]]
+    assert store.push_backlog(client) == ({}, 0)
