@@ -13,7 +13,8 @@ output; cache reads are free. A call reserves an estimate before it is sent (its
 prompt at 3 characters per token, plus ``llm_expected_output_tokens``); if the API then
 reports more, the excess is carried as debt and reserved by this process's next call, so
 the windows reflect real usage. Tokens are reserved in units of 1/1000 of the window's
-limit, which keeps each moving window a list of at most 1000 entries whatever the limit.
+limit but at most 100 tokens (a moving window keeps one list entry per unit: 5,000 entries
+for 500,000 tokens a minute), so rounding never adds more than 100 tokens to a call.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import redis
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -34,6 +36,7 @@ from worker import keys
 from worker.budget import Paused
 
 TOKEN_SLOTS = 1_000
+MAX_TOKEN_UNIT = 100  # a call's reservation is rounded up by less than this many tokens
 CHARS_PER_TOKEN = 3.0  # deliberately low: an estimate should err towards reserving more
 
 
@@ -63,12 +66,16 @@ class FleetRateLimit:
 
     def __init__(self, settings: Settings, url: str | None = None) -> None:
         self.window = settings.llm_rate_window_seconds
-        storage = RedisStorage(url or settings.state_url, key_prefix=keys.LIMITER_PREFIX,
-                               health_check_interval=30)
+        url = url or settings.state_url
+        # a blocking pool: hundreds of threads may reserve at once, and redis-py's default
+        # pool fails beyond 100 connections instead of waiting for one
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=30,
+                                                     health_check_interval=30)
+        storage = RedisStorage(url, connection_pool=pool, key_prefix=keys.LIMITER_PREFIX)
         self._limiter = MovingWindowRateLimiter(storage)
         rpm, tpm = settings.llm_requests_per_minute, settings.llm_tokens_per_minute
         self._requests = RateLimitItemPerSecond(rpm, self.window) if rpm else None
-        self._unit = max(1, tpm // TOKEN_SLOTS)
+        self._unit = max(1, min(tpm // TOKEN_SLOTS, MAX_TOKEN_UNIT))
         self._tokens = RateLimitItemPerSecond(tpm // self._unit, self.window) if tpm else None
         self._debt = 0
         self._lock = threading.Lock()

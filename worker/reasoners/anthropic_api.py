@@ -46,7 +46,7 @@ from schemas.params import PARAM_NAMES, PARAM_SPECS
 from schemas.scratchpad import ScratchpadSummary
 from schemas.settings import Settings
 from schemas.wisdom import WisdomDraft
-from worker import budget, prompts, store
+from worker import budget, prompts
 from worker.ratelimit import FleetRateLimit, estimate_tokens
 from worker.reasoners.base import (
     DistillReply,
@@ -280,7 +280,7 @@ class AnthropicReasoner:
     def _client(self) -> redis.Redis:
         with self._lock:
             if self._state is None:
-                self._state = store.connect(self._settings.state_url)
+                self._state = budget.connect(self._settings.state_url)
             return self._state
 
     def _limiter(self) -> FleetRateLimit:
