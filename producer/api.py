@@ -67,20 +67,30 @@ class Producer:
     def enqueue(self, records: Iterable[Any]) -> list[Enqueued]:
         """Validate all records, then enqueue their batches; nothing is sent if any is bad."""
         batches = chunk(validate_failures(list(records)), self.settings.batch_size)
-        return [self.enqueue_batch(b) for b in batches]
+        return self.enqueue_batches(batches)
 
     def enqueue_batch(self, batch: FailureBatch) -> Enqueued:
         """Enqueue one batch once: the same content submitted again is not sent again."""
-        ttl = self.settings.dedupe_ttl_seconds
-        if not store.mark_batch(self.state, batch.batch_id, ttl):
-            return Enqueued(batch.batch_id, new=False)
+        return self.enqueue_batches([batch])[0]
+
+    def enqueue_batches(self, batches: Sequence[FailureBatch]) -> list[Enqueued]:
+        """Claim every batch id in one round trip, then publish the new ones over one
+        broker connection; a batch whose id was claimed before is not sent again."""
+        ids = [b.batch_id for b in batches]
+        claimed = store.mark_batches(self.state, ids, self.settings.dedupe_ttl_seconds)
+        new = [b for b, fresh in zip(batches, claimed, strict=True) if fresh]
+        sent = 0
         try:
-            self.send(tasks.REASON_EPISODE, [batch.model_dump(mode="json")], batch.batch_id)
+            with self.celery.producer_or_acquire() as publisher:
+                for batch in new:
+                    self.send(tasks.REASON_EPISODE, [batch.model_dump(mode="json")],
+                              batch.batch_id, publisher=publisher)
+                    sent += 1
         except Exception:
-            # the claim must not outlive a failed send, or a retry would be dropped
-            store.unmark_batch(self.state, batch.batch_id)
+            # claims must not outlive a failed send, or a retry would be dropped as a duplicate
+            store.unmark_batches(self.state, [b.batch_id for b in new[sent:]])
             raise
-        return Enqueued(batch.batch_id, new=True)
+        return [Enqueued(i, fresh) for i, fresh in zip(ids, claimed, strict=True)]
 
     def step(self) -> None:
         """Ask for the consensus step on pending votes now, without waiting for a quorum."""
@@ -100,11 +110,18 @@ class Producer:
         return request_id
 
     def send(
-        self, name: str, args: list[Any], task_id: str | None, kwargs: dict[str, Any] | None = None
+        self,
+        name: str,
+        args: list[Any],
+        task_id: str | None,
+        kwargs: dict[str, Any] | None = None,
+        publisher: Any = None,
     ) -> None:
-        """Publish a task by name on its queue."""
+        """Publish a task by name on its queue (over ``publisher`` when given)."""
+        # a short argsrepr: Celery would otherwise pretty-print the whole payload per message
         self.celery.send_task(name, args=args, kwargs=kwargs or {}, task_id=task_id,
-                              queue=tasks.TASK_QUEUES[name])
+                              queue=tasks.TASK_QUEUES[name], producer=publisher,
+                              argsrepr=f"<{name} {task_id or ''}>", kwargsrepr="{}")
 
     def close(self) -> None:
         """Release broker and state connections."""

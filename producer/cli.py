@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from producer import embedded, reading
+from producer import embedded, monitor, reading
 from producer.api import InvalidInput, Producer, validate_failures
 from producer.push import Pusher
 from schemas.errors import describe
@@ -25,8 +26,8 @@ from schemas.failures import RankingFailure
 from schemas.params import PARAM_SPECS, ParameterPoint
 from schemas.scratchpad import ScratchpadSummary
 from schemas.settings import Settings, get_settings
-from schemas.tasks import EPISODE_QUEUE, MERGE_QUEUE
 from schemas.versions import Evaluation
+from schemas.wisdom import Wisdom
 from worker import deadletters, store, versions
 
 out = Console()
@@ -36,6 +37,8 @@ err = Console(stderr=True)
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the embedded service's children are stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return int(args.func(args, get_settings()))
     except InvalidInput as exc:
@@ -83,14 +86,17 @@ def cmd_distill(args: argparse.Namespace, settings: Settings) -> int:
     """Distill the shared scratchpad now and write the wisdom."""
     with embedded.service(settings) as live:
         client = store.connect(live.state_url)
-        wisdom_md = _distill_now(live, client, args.timeout)
-    if wisdom_md is None:
+        wisdom = _distill_now(live, client, args.timeout)
+    if wisdom is None:
         return 1
+    if args.json:
+        Path(args.json).write_text(wisdom.model_dump_json(indent=2) + "\n")
+        out.print(f"wisdom (JSON) written to {args.json}")
     if args.output:
-        Path(args.output).write_text(wisdom_md)
+        Path(args.output).write_text(wisdom.to_markdown())
         out.print(f"wisdom written to {args.output}")
-    else:
-        out.print(Markdown(wisdom_md))
+    elif not args.json:
+        out.print(Markdown(wisdom.to_markdown()))
     return 0
 
 
@@ -101,13 +107,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         client = store.connect(live.state_url)
         _wait(live, _submit(live, records), args.timeout)
         _step_now(live, client, args.timeout)
-        wisdom_md = _distill_now(live, client, args.timeout)
+        wisdom = _distill_now(live, client, args.timeout)
         summary = store.summary(client)
     _print_summary(summary)
-    if wisdom_md:
+    if wisdom:
         out.rule("Distilled wisdom")
-        out.print(Markdown(wisdom_md))
-    return 0 if wisdom_md else 1
+        out.print(Markdown(wisdom.to_markdown()))
+    return 0 if wisdom else 1
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -115,23 +121,41 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with embedded.service(settings, workers=False) as live:
         client = store.connect(live.state_url)
         summary = store.summary(client)
-        depths = _queue_depths(live)
-        dead = deadletters.count(client)
-        stats = client.hgetall("ripmap:stats") if args.json else {}
+        ops = monitor.operations(client, live)
+        buffered, unconfirmed = store.push_backlog(client)
+        wisdom = store.latest_wisdom(client)
+        current, best = versions.current_number(client), versions.best_number(client)
     if args.json:
-        out.print_json(json.dumps({"queues": depths, "dead_letters": dead,
-                                   "scratchpad": summary.model_dump(mode="json"), **stats}))
+        out.print_json(json.dumps({
+            **ops, "params_version": current, "best_version": best,
+            "push_buffered": buffered, "push_unconfirmed": unconfirmed,
+            "last_distilled_at": wisdom.created_at if wisdom else None,
+            "scratchpad": summary.model_dump(mode="json")}))
         return 0
     table = Table(title="ripmap-optimizer status", show_header=False)
-    for queue, depth in depths.items():
+    for queue, depth in ops["queues"].items():
         table.add_row(f"queue {queue}", str(depth))
-    table.add_row("episodes merged", f"{summary.episodes} ({summary.unparsable} unparsable)")
-    table.add_row("pending distillation", str(summary.pending_distill))
-    table.add_row("dead letters", str(dead))
-    table.add_row("wisdom version", str(summary.wisdom_version or "none yet"))
+    table.add_row("pushed, waiting for a batch", str(sum(buffered.values())))
+    table.add_row("episodes merged", f"{summary.episodes} ({summary.unparsable} unparsable), "
+                  f"{ops['episodes_per_minute']:.1f}/min over the last 10 min")
+    table.add_row("dead letters", str(ops["dead_letters"]))
+    table.add_row("parameters", f"v{current}, best: {'v' + str(best) if best is not None else '-'}")
+    table.add_row("last distillation", _distilled(wisdom, summary.pending_distill))
+    table.add_row("tokens", ", ".join(f"{k} {v:,}" for k, v in ops["tokens"].items()) or "none")
+    limit = f" of {ops['budget_limit']:,}" if ops["budget_limit"] else " (no daily cap)"
+    table.add_row("budget today", f"{ops['budget_used_today']:,}{limit}")
+    if ops["budget_paused_reason"]:
+        table.add_row("[bold red]LLM calls paused[/]", ops["budget_paused_reason"])
     out.print(table)
     _print_params(summary.params)
     return 0
+
+
+def _distilled(wisdom: Wisdom | None, pending: int) -> str:
+    if wisdom is None:
+        return "never"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wisdom.created_at))
+    return f"v{wisdom.version} at {when}; {pending} episodes merged since"
 
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
@@ -225,6 +249,18 @@ def cmd_report_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the dashboard as one self-contained HTML file (opens offline)."""
+    from producer import dashboard
+
+    with embedded.service(settings, workers=False) as live:
+        data = dashboard.collect(store.connect(live.state_url), live)
+    Path(args.output).write_text(dashboard.render(data, live=False))
+    out.print(f"report written to {args.output} ({len(data.versions)} versions, "
+              f"{data.operations.episodes} episodes)")
+    return 0
+
+
 def _step_now(settings: Settings, client: redis.Redis, timeout: float) -> None:
     """Take the consensus step on whatever votes are pending, without waiting for a quorum."""
     if not versions.pending_votes(client):
@@ -265,6 +301,7 @@ def _finished(client: redis.Redis, batch_ids: list[str]) -> int:
 def _poll(check: Callable[[], int], goal: int, timeout: float, show: Callable[[int], Any]) -> int:
     deadline = time.monotonic() + timeout
     while True:
+        embedded.check_workers()
         done = check()
         show(done)
         if done >= goal:
@@ -274,7 +311,7 @@ def _poll(check: Callable[[], int], goal: int, timeout: float, show: Callable[[i
         time.sleep(0.1)
 
 
-def _distill_now(settings: Settings, client: redis.Redis, timeout: float) -> str | None:
+def _distill_now(settings: Settings, client: redis.Redis, timeout: float) -> Wisdom | None:
     if store.summary(client, 1).episodes == 0:
         err.print("nothing to distill: no episode has been merged yet")
         return None
@@ -291,21 +328,7 @@ def _distill_now(settings: Settings, client: redis.Redis, timeout: float) -> str
     if wisdom is None:
         err.print(f"distillation did not produce wisdom: {result.get('status')}")
         return None
-    return wisdom.to_markdown()
-
-
-def _queue_depths(settings: Settings) -> dict[str, int]:
-    from kombu.connection import Connection
-
-    depths = {}
-    with Connection(settings.broker) as conn:
-        channel = conn.default_channel
-        for queue in (EPISODE_QUEUE, MERGE_QUEUE):
-            try:
-                depths[queue] = int(channel.queue_declare(queue, passive=True).message_count)
-            except Exception:  # a queue never declared is empty
-                depths[queue] = 0
-    return depths
+    return wisdom
 
 
 def _load_params(path: Path) -> ParameterPoint:
@@ -488,6 +511,7 @@ def _parser() -> argparse.ArgumentParser:
     o.set_defaults(func=cmd_optimize)
     d = sub.add_parser("distill", help="distill the shared scratchpad into wisdom")
     d.add_argument("--output", type=Path, help="write the wisdom markdown here")
+    d.add_argument("--json", type=Path, help="write the wisdom as JSON here")
     d.set_defaults(func=cmd_distill)
     sub.add_parser("demo", help="run the bundled sample failures").set_defaults(func=cmd_demo)
     s = sub.add_parser("status", help="queues, episodes, parameters, last distillation")
@@ -524,6 +548,9 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--log-level", default="info")
     sv.add_argument("--access-log", action="store_true", help="log every request")
     sv.set_defaults(func=cmd_serve)
+    rep = sub.add_parser("report", help="write the dashboard as a self-contained HTML file")
+    rep.add_argument("--output", type=Path, default=Path("report.html"))
+    rep.set_defaults(func=cmd_report)
     for sp in (e, o, d, q, r, sub.choices["demo"]):
         sp.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
     return p

@@ -8,6 +8,7 @@ import math
 import time
 import urllib.parse
 from importlib import resources
+from typing import Any
 
 import redis
 from markdown_it import MarkdownIt
@@ -118,11 +119,10 @@ def _trending(client: redis.Redis, summary: dict[str, list[dict[str, object]]]
     return out
 
 
-def _texts(episode: dict[str, object], kind: str) -> list[str]:
+def _texts(episode: dict[str, Any], kind: str) -> list[str]:
     if kind == "signatures":
-        return list(episode.get("failure_signatures", []))  # type: ignore[call-overload]
-    answer = episode.get("answer", {})
-    return list(answer.get(_KIND_FIELDS[kind], []))  # type: ignore[union-attr]
+        return [str(t) for t in episode.get("failure_signatures", [])]
+    return [str(t) for t in episode.get("answer", {}).get(_KIND_FIELDS[kind], [])]
 
 
 def _markdown(text: str) -> str:

@@ -17,7 +17,7 @@ from importlib import metadata
 from typing import Annotated, Any
 
 import redis
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -31,8 +31,9 @@ from schemas.ingest import Problem, ProblemResponse, PushResponse
 from schemas.params import ParameterPoint
 from schemas.scratchpad import ScratchpadSummary
 from schemas.settings import Settings, get_settings
+from schemas.versions import Evaluation, ParamVersion
 from schemas.wisdom import Wisdom
-from worker import store
+from worker import store, versions
 
 MARKDOWN = "text/markdown"
 FailureInput = RankingFailure | list[RankingFailure]
@@ -139,6 +140,35 @@ async def post_failures(request: Request, pusher: PusherDep, settings: SettingsD
 def get_current_params(state: StateDep) -> ParameterPoint:
     """The current parameters: ripmap's params.json (17 floats)."""
     return store.get_params(state)
+
+
+@v1.get("/params/best", response_model=ParameterPoint,
+        responses={**_AUTH, 404: {"description": "no version has enough evaluations yet"}})
+def get_best_params(state: StateDep) -> ParameterPoint:
+    """The best-scoring version's parameters (by reported NDCG)."""
+    best = versions.best_number(state)
+    record = versions.get(state, best) if best is not None else None
+    if record is None:
+        raise HTTPException(404, detail="no best version yet: report evaluations first")
+    return record.params
+
+
+@v1.get("/params/{version}", response_model=ParamVersion,
+        responses={**_AUTH, 404: {"description": "no such version"}})
+def get_params_version(version: Annotated[int, Path(ge=0)], state: StateDep) -> ParamVersion:
+    """One parameter version: values, parent, reason, and the episodes that produced it."""
+    record = versions.get(state, version)
+    if record is None:
+        raise HTTPException(404, detail=f"no parameter version {version}")
+    return record
+
+
+@v1.post("/evaluations", status_code=202, responses={**_PROBLEMS, **_AUTH})
+def post_evaluation(evaluation: Evaluation, pusher: PusherDep) -> dict[str, Any]:
+    """Report the mean NDCG a ranking service measured for a version; the service moves
+    ``best`` when the evidence supports it and rolls back a clear regression."""
+    return {"evaluation_id": pusher.producer.report_evaluation(evaluation),
+            "version": evaluation.version}
 
 
 @v1.get(

@@ -7,9 +7,9 @@ from typing import Any
 
 import redis
 
+from schemas.settings import Settings
 from schemas.tasks import EPISODE_QUEUE, MERGE_QUEUE
 from worker import budget, deadletters, store
-from schemas.settings import Settings
 
 
 def queue_depths(broker_url: str) -> dict[str, int]:

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from celery import Celery
 
+from schemas import tasks
 from tests.factories import failure
-from tests.services import ROOT, Worker, broker_url, worker_env
+from tests.services import ROOT, Worker, broker_url, wait_until, worker_env
+from worker import deadletters
 
 CLI = [sys.executable, "-m", "producer.cli"]
 
@@ -70,11 +73,12 @@ def test_embedded_default_demo_then_distill_then_status_share_state(tmp_path: Pa
                    "episodes: 2 (0 unparsable)", "pagerank_alpha"):
         assert needle in demo.stdout, needle
 
-    out = tmp_path / "wisdom.md"
-    distill = _run(["distill", "--output", str(out)], env, tmp_path)
+    out, as_json = tmp_path / "wisdom.md", tmp_path / "wisdom.json"
+    distill = _run(["distill", "--output", str(out), "--json", str(as_json)], env, tmp_path)
     assert distill.returncode == 0, distill.stderr
     assert out.read_text().startswith("# Distilled Operator Wisdom")
     assert "Version 2, from 2 episodes" in out.read_text()
+    assert json.loads(as_json.read_text())["version"] == 2
 
     status = _run(["status", "--json"], env, tmp_path)
     assert status.returncode == 0, status.stderr
@@ -106,3 +110,41 @@ def test_optimize_rejects_out_of_bounds_params_before_starting(tmp_path: Path) -
                 _embedded_env(tmp_path), tmp_path)
     assert done.returncode == 2 and "pagerank_alpha" in done.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_versions_commands_and_report_on_the_embedded_default(tmp_path: Path) -> None:
+    env = _embedded_env(tmp_path)
+    assert _run(["demo"], env, tmp_path).returncode == 0
+    history = _run(["history"], env, tmp_path)
+    assert history.returncode == 0 and "v1" in history.stdout and "consensus" in history.stdout
+    assert _run(["params", "--best"], env, tmp_path).returncode == 1  # nothing evaluated yet
+    report = _run(["report-eval", "--version", "1", "--ndcg", "0.42", "--cases", "30"], env,
+                  tmp_path)
+    assert report.returncode == 0 and "best is v1" in report.stdout, report.stderr
+    out = tmp_path / "params.json"
+    assert _run(["params", "--best", "--output", str(out)], env, tmp_path).returncode == 0
+    best = json.loads(out.read_text())
+    current = json.loads(_run(["params"], env, tmp_path).stdout)
+    assert best == current and len(best) == 17
+    bad = _run(["report-eval", "--version", "1", "--ndcg", "1.5", "--cases", "3"], env, tmp_path)
+    assert bad.returncode == 2 and "mean_ndcg" in bad.stderr
+    html = tmp_path / "report.html"
+    assert _run(["report", "--output", str(html)], env, tmp_path).returncode == 0
+    assert "NDCG per parameter version" in html.read_text()
+
+
+def test_dlq_commands_show_retry_and_purge(worker: Worker, client: redis.Redis, redis_url: str,
+                                           tmp_path: Path) -> None:
+    env = worker_env(redis_url)
+    Celery(broker=broker_url(redis_url)).send_task(
+        tasks.REASON_EPISODE, args=[{"failures": [failure(0, ndcg=2)]}],
+        queue=tasks.EPISODE_QUEUE)
+    wait_until(lambda: deadletters.count(client) == 1, 30, "dead letter")
+    listed = _run(["dlq", "list"], env, tmp_path)
+    assert listed.returncode == 0 and "invalid batch" in listed.stdout
+    letter = deadletters.list_all(client)[0]
+    shown = _run(["dlq", "show", letter.id], env, tmp_path)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["task"] == tasks.REASON_EPISODE
+    purged = _run(["dlq", "purge"], env, tmp_path)
+    assert purged.returncode == 0 and "purged 1" in purged.stdout
+    assert deadletters.count(client) == 0

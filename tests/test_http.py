@@ -245,6 +245,24 @@ def test_params_scratchpad_and_wisdom(api: httpx.Client, client: redis.Redis,
                    ).json()["version"] == 1
 
 
+def test_versions_best_and_evaluations(live: httpx.Client, client: redis.Redis,
+                                       settings: Settings) -> None:
+    assert live.get("/v1/params/best").status_code == 404
+    assert live.get("/v1/params/0").json()["reason"] == "initial"
+    assert live.get("/v1/params/7").status_code == 404
+    change = {"param": "boost_chat_file", "direction": "decrease", "magnitude": "large"}
+    quick = settings.model_copy(update={"consensus_quorum": 1})
+    reducer.merge(client, episode(1, answer={"proposed_changes": [change]}), quick)
+    v1 = live.get("/v1/params/1").json()
+    assert v1["parent"] == 0 and v1["provenance"][0]["episode_id"] == "ep1"
+    bad = live.post("/v1/evaluations", json={"version": 1, "mean_ndcg": 1.5, "cases": 3})
+    assert bad.status_code == 422 and "mean_ndcg" in bad.text
+    answer = live.post("/v1/evaluations", json={"version": 1, "mean_ndcg": 0.5, "cases": 40})
+    assert answer.status_code == 202, answer.text
+    wait_until(lambda: live.get("/v1/params/best").status_code == 200, 30, "best to move")
+    assert live.get("/v1/params/best").json() == v1["params"]
+
+
 def test_openapi_documents_every_route_and_the_failure_body(api: httpx.Client) -> None:
     doc = api.get("/openapi.json").json()
     assert {"/v1/failures", "/v1/params/current", "/v1/scratchpad", "/v1/wisdom/latest",

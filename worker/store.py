@@ -42,14 +42,18 @@ def params_from(raw: dict[str, str]) -> ParameterPoint:
     return ParameterPoint.from_mapping({k: v for k, v in raw.items() if k in PARAM_NAMES})
 
 
-def mark_batch(client: redis.Redis, batch_id: str, ttl: int) -> bool:
-    """Claim a batch id for enqueueing; False when it was enqueued before."""
-    return bool(client.set(keys.batch_seen(batch_id), "1", nx=True, ex=ttl))
+def mark_batches(client: redis.Redis, batch_ids: list[str], ttl: int) -> list[bool]:
+    """Claim batch ids for enqueueing, in one round trip; False for each enqueued before."""
+    pipe = client.pipeline(transaction=False)
+    for batch_id in batch_ids:
+        pipe.set(keys.batch_seen(batch_id), "1", nx=True, ex=ttl)
+    return [bool(x) for x in pipe.execute()]
 
 
-def unmark_batch(client: redis.Redis, batch_id: str) -> None:
-    """Forget a claim whose enqueue failed, so the batch can be submitted again."""
-    client.delete(keys.batch_seen(batch_id))
+def unmark_batches(client: redis.Redis, batch_ids: list[str]) -> None:
+    """Forget claims whose enqueue failed, so those batches can be submitted again."""
+    if batch_ids:
+        client.delete(*[keys.batch_seen(b) for b in batch_ids])
 
 
 def merged_flags(client: redis.Redis, episode_ids: list[str]) -> list[bool]:
