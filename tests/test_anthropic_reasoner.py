@@ -4,12 +4,14 @@ and a real worker for the pipeline."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 from pydantic import SecretStr
 
 from producer.api import Producer
@@ -313,6 +315,7 @@ def test_every_fault_class_ends_merged_or_dead_lettered_and_the_key_never_leaks(
         fake.base_url, KEY, RIPMAP_BROKER_URL=private_broker, RIPMAP_BATCH_SIZE="1",
         RIPMAP_LLM_TIMEOUT_SECONDS="1", RIPMAP_LLM_ATTEMPTS="3",
         RIPMAP_LLM_BACKOFF_MAX_SECONDS="0.3"))
+    events = EventLog(private_broker)  # what Flower would show: task args, results, errors
     worker = Worker(env, concurrency=8, name="llm-faults").wait_ready()
     try:
         producer = Producer(settings.model_copy(update={"broker_url": private_broker,
@@ -342,13 +345,49 @@ def test_every_fault_class_ends_merged_or_dead_lettered_and_the_key_never_leaks(
         params = store.get_params(client)  # validates every bound
         assert all(PARAM_SPECS[k].accepts(v) for k, v in params.as_floats().items())
         assert {r.api_key for r in fake.records()} == {KEY}
+        wait_until(lambda: events.count("task-succeeded") >= len(fates), 30, "task events")
     finally:
         worker.kill()
+        events.stop()
     log = worker.log.read_text()
     assert "HTTP 529" in log  # the retries were logged, and the log is the real one
     assert KEY not in log
     for url in (redis_url, private_broker):
         assert KEY.encode() not in dump_redis(redis.Redis.from_url(url))
+    seen = events.text()
+    assert "[redacted]" in seen and "dead-lettered" in seen  # results really are in events
+    assert KEY not in seen
+
+
+class EventLog:
+    """Celery task events from one broker, collected in a thread (Flower's source)."""
+
+    def __init__(self, broker: str) -> None:
+        self.app = Celery(broker=broker)
+        self.events: list[dict[str, Any]] = []
+        self.receiver: Any = None
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    def _run(self, ready: threading.Event) -> None:
+        with self.app.connection() as conn:
+            self.receiver = self.app.events.Receiver(conn, handlers={"*": self.events.append})
+            ready.set()
+            self.receiver.capture(limit=None, timeout=None, wakeup=True)
+
+    def count(self, kind: str) -> int:
+        return sum(e.get("type") == kind for e in list(self.events))
+
+    def text(self) -> str:
+        return json.dumps(list(self.events), default=str)
+
+    def stop(self) -> None:
+        if self.receiver is not None:
+            self.receiver.should_stop = True
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "event receiver did not stop"
 
 
 def dump_redis(r: redis.Redis) -> bytes:
