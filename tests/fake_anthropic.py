@@ -14,7 +14,14 @@ Usage::
     ...
     fake.stats()                         # counters: total, by status, tokens, ...
     fake.records()                       # one RequestRecord per request, in arrival order
+    fake.max_in_window(2.0)              # most requests (tokens=True: billed tokens) in 2 s
     fake.stop()
+
+A worker subprocess reaches it with ``tests.services.worker_env(redis_url,
+**reasoner_env(fake.base_url))`` (``RIPMAP_REASONER=anthropic``, a dummy key, the base URL).
+Token counts are a quarter of the JSON text's length; the prompt cache is written by the
+first request whose tools + cache_control'd system prefix is at least ``min_cache_tokens``
+long and read by later ones (5 minutes, refreshed on read), as the API does.
 
 Faults come from three places, checked in this order:
 
