@@ -104,8 +104,9 @@ def _paused(batch: Any, exc: budget.Paused) -> dict[str, Any]:
     """The daily budget is spent or the fleet's rate limit stays full: wait here a while,
     then put a fresh copy at the back of the queue. Waiting in the task (not as a Celery
     countdown) keeps the backlog in Redis: a worker holds one paused batch per slot, not
-    every queued batch as an in-memory ETA task, and no retry count runs out."""
-    time.sleep(exc.retry_after)
+    every queued batch as an in-memory ETA task, and no retry count runs out. The wait
+    stays far below the visibility timeout, or the broker would deliver the batch again."""
+    time.sleep(min(exc.retry_after, runtime.settings().visibility_timeout / 4))
     reason_episode.apply_async(args=[batch])
     return {"status": "paused", "reason": exc.reason}
 
