@@ -69,6 +69,25 @@ def test_the_budget_can_be_set_live_and_reverted(settings: Settings, client: red
             budget.set_limit(client, bad)  # type: ignore[arg-type]
 
 
+def test_a_process_gate_pauses_on_its_own_crossing_at_once_and_resumes_at_once(
+    settings: Settings, client: redis.Redis
+) -> None:
+    budget.set_limit(client, 500)
+    gate = budget.Gate(client, settings, refresh=3_600)
+    gate.check()
+    for _ in range(3):
+        budget.record(client, CALL, "episode")  # other processes spend 600 of 500
+    gate.check()  # within its refresh period the gate trusts what it read (the trade-off)
+    gate.record(CALL, "episode")  # this process's own call: it learns the day's total
+    with pytest.raises(budget.Paused, match="800 of 500"):
+        gate.check()
+    budget.set_limit(client, 10_000)
+    gate.check()  # a paused verdict is always re-read: raising the budget resumes at once
+    budget.set_limit(client, 1)
+    with pytest.raises(budget.Paused):
+        budget.Gate(client, settings, refresh=0).check()  # refresh 0 reads every time
+
+
 @pytest.fixture
 def private_broker(redis_url: str) -> Iterator[str]:
     """A broker database only this module's workers consume."""

@@ -148,6 +148,7 @@ class AnthropicReasoner:
         )
         self._state = state
         self._limit: FleetRateLimit | None = None
+        self._budget: budget.Gate | None = None
         self._lock = threading.Lock()
         self._cached_at: dict[str, float] = {}
         system_text = prompts.system_prompt() + "\n\n" + OUTPUT_CONTRACT
@@ -203,7 +204,7 @@ class AnthropicReasoner:
         problem = "no attempt made"
         attempt = 0
         for attempt in range(1, s.llm_attempts + 1):
-            budget.check(self._client(), s)
+            self._gate().check()
             self._limiter().acquire(reserve, deadline - s.llm_timeout_seconds)
             remaining = deadline - time.monotonic()
             try:
@@ -245,7 +246,7 @@ class AnthropicReasoner:
 
     def _account(self, message: Message, reserved: int, task: _Task) -> None:
         usage = usage_of(message)
-        budget.record(self._client(), usage, task.kind)
+        self._gate().record(usage, task.kind)
         self._limiter().settle(reserved, usage)
         if usage.cache_creation_input_tokens or usage.cache_read_input_tokens:
             with self._lock:
@@ -277,11 +278,12 @@ class AnthropicReasoner:
 
     # -- shared clients, made on first use -----------------------------------------------
 
-    def _client(self) -> redis.Redis:
+    def _gate(self) -> budget.Gate:
         with self._lock:
-            if self._state is None:
-                self._state = budget.connect(self._settings.state_url)
-            return self._state
+            if self._budget is None:
+                client = self._state or budget.connect(self._settings.state_url)
+                self._budget = budget.Gate(client, self._settings)
+            return self._budget
 
     def _limiter(self) -> FleetRateLimit:
         with self._lock:
