@@ -62,15 +62,6 @@ class BudgetState:
                 "or when the budget is raised")
 
 
-def connect(url: str, max_connections: int = 64) -> redis.Redis:
-    """A client for the budget and rate-limit bookkeeping whose pool makes a caller wait
-    for a free connection instead of failing: hundreds of episode threads share it."""
-    pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=30, decode_responses=True,
-        health_check_interval=30)
-    return redis.Redis(connection_pool=pool)
-
-
 def usage_total(usage: Usage) -> int:
     """What one call costs against the budget: all four token counters summed."""
     return sum(int(getattr(usage, name)) for name in USAGE_FIELDS)

@@ -21,15 +21,22 @@ from worker import insights, keys, scripts
 Pipe = redis.client.Pipeline
 
 
-def connect(url: str) -> redis.Redis:
-    """A client that decodes to str and retries briefly through a Redis restart."""
-    return redis.Redis.from_url(
+def connect(url: str, max_connections: int = 512) -> redis.Redis:
+    """A client that decodes to str and retries briefly through a Redis restart.
+
+    Its pool makes a caller wait for a free connection instead of failing: hundreds of
+    episode threads share one client per process.
+    """
+    pool = redis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=30,
         decode_responses=True,
         health_check_interval=30,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
+    return redis.Redis(connection_pool=pool)
 
 
 def get_params(client: redis.Redis) -> ParameterPoint:

@@ -46,7 +46,7 @@ from schemas.params import PARAM_NAMES, PARAM_SPECS
 from schemas.scratchpad import ScratchpadSummary
 from schemas.settings import Settings
 from schemas.wisdom import WisdomDraft
-from worker import budget, prompts
+from worker import budget, prompts, store
 from worker.ratelimit import FleetRateLimit, estimate_tokens
 from worker.reasoners.base import (
     DistillReply,
@@ -281,7 +281,7 @@ class AnthropicReasoner:
     def _gate(self) -> budget.Gate:
         with self._lock:
             if self._budget is None:
-                client = self._state or budget.connect(self._settings.state_url)
+                client = self._state or store.connect(self._settings.state_url)
                 self._budget = budget.Gate(client, self._settings)
             return self._budget
 
