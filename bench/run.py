@@ -28,6 +28,8 @@ BENCHMARKS = {
     "ingestion": "bench.ingestion",
 }
 OUT = ROOT / "BENCHMARKS.md"
+# hand-written findings (profiles, experiments, proposals), appended after the tables
+ANALYSIS = Path(__file__).with_name("analysis.md")
 TITLE = "# Benchmarks"
 INTRO = """Produced by `make bench` (`.venv/bin/python -m bench.run`; `--quick` for a shorter run,
 `--only NAME,...` for some sections). Every benchmark starts its own private redis-server and
@@ -78,6 +80,8 @@ def write(path: Path, sections: dict[str, str]) -> None:
     body = [TITLE, INTRO, "## Machine and versions (of the latest run)", machine]
     body += [f"<!-- bench:{n} -->\n{kept[n]}\n<!-- /bench:{n} -->" for n in BENCHMARKS
              if n in kept]
+    if ANALYSIS.exists():
+        body.append(ANALYSIS.read_text().strip())
     path.write_text("\n\n".join(body) + "\n")
 
 
