@@ -68,8 +68,9 @@ class BenchWorker(Worker):
         cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, "-P", pool,
                "-c", str(concurrency), "-n", self.nodename, "-l", "WARNING",
                "--without-gossip", "--without-mingle", *extra]
-        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=self.log.open("wb"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        with self.log.open("wb") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 60) -> BenchWorker:
         """Block until the worker answers a control ping (at WARNING it prints no banner)."""
@@ -98,14 +99,19 @@ class BenchWorker(Worker):
 
 @contextlib.contextmanager
 def running(*started: BenchWorker) -> Iterator[tuple[BenchWorker, ...]]:
-    """Wait for every worker to be ready; stop them all on the way out, whatever happened."""
+    """Wait for every worker to be ready; stop them all on the way out, whatever happened.
+    Their logs are removed after a clean run and kept (in /tmp) when something failed."""
+    ok = False
     try:
         for w in started:
             w.wait_ready()
         yield started
+        ok = True
     finally:
         for w in started:
             w.stop(timeout=20)
+            if ok:
+                w.log.unlink(missing_ok=True)
 
 
 def wait_count(read: Callable[[], Any], n: int, what: str, check: Callable[[], None],
