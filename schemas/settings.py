@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     llm_expected_output_tokens: Annotated[int, Field(ge=1, le=64_000)] = 1_024
     llm_daily_token_budget: Annotated[int, Field(ge=0)] = 0
     llm_pause_retry_seconds: Annotated[float, Field(ge=0.1, le=3_600)] = 60.0
+    # Added to twice the worst-case episode to make the broker's visibility timeout (see
+    # ``visibility_timeout``). Lower it only where redelivery must be seen fast (the chaos
+    # tests): a timeout below a live episode's duration delivers that episode twice.
+    visibility_margin_seconds: Annotated[float, Field(ge=1, le=3_600)] = 300.0
 
     @property
     def broker(self) -> str:
@@ -101,7 +105,7 @@ class Settings(BaseSettings):
         """
         worst = self.llm_attempts * (self.llm_timeout_seconds + self.llm_backoff_max_seconds)
         worst = max(worst, self.claude_cli_timeout_seconds)
-        return int(worst * 2 + 300)
+        return int(worst * 2 + self.visibility_margin_seconds)
 
 
 def get_settings() -> Settings:

@@ -4,14 +4,46 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
+from kombu.transport import redis as redis_transport
+
 from schemas.settings import Settings
 from schemas.tasks import EPISODE_QUEUE, TASK_QUEUES
 from worker.schedule import beat_schedule
 
+_original_connparams = redis_transport.Channel._connparams
+
+
+def _connparams(self: Any, asynchronous: bool = False) -> Any:
+    # Workaround for celery 5.7 / kombu 5.7: when the broker connection is lost, Celery
+    # releases the transport (its ``client`` becomes None), but channels of the lost
+    # connection still reconnect through it: to restore unacked messages while closing,
+    # and to ack the tasks that were running. Reading the released transport's host
+    # raised AttributeError, which stopped the worker ("Unrecoverable error"). As a
+    # connection error it is logged and ignored instead; the messages concerned stay
+    # unacknowledged in Redis and are redelivered after the visibility timeout.
+    if self.connection.client is None:
+        raise redis.ConnectionError("the broker connection of this channel was released")
+    return _original_connparams(self, asynchronous=asynchronous)  # type: ignore[no-untyped-call]
+
+
+redis_transport.Channel._connparams = _connparams  # type: ignore[method-assign]
+
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Everything Celery reads, as a dict for ``app.conf.update``."""
-    transport = {"visibility_timeout": settings.visibility_timeout}
+    vt = settings.visibility_timeout
+    transport = {
+        "visibility_timeout": vt,
+        # kombu sweeps a dead worker's unacknowledged messages back into their queue only
+        # every interval x throttle seconds (10 x 10 by default): sweep every vt/10 seconds
+        # (1..10) instead, so redelivery comes at most ~10 s after the visibility timeout.
+        "unacked_restore_interval": max(1, min(10, vt // 10)),
+        "unacked_restore_throttle": 1,
+        # a worker killed while sweeping holds the sweep's mutex until it expires (300 s by
+        # default): no longer than the visibility timeout itself
+        "unacked_mutex_expire": min(300, vt),
+    }
     return {
         "broker_url": settings.broker,
         "broker_connection_retry_on_startup": True,
@@ -32,10 +64,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_soft_shutdown_timeout": 30.0,
+        # a publish (an episode's merge, a beat tick) waits out a broker restart (~1 min)
+        # rather than failing the task that holds a reasoned episode
+        "task_publish_retry_policy": {"max_retries": 30, "interval_start": 0,
+                                      "interval_step": 0.5, "interval_max": 2},
         "task_default_queue": EPISODE_QUEUE,
         "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
-        "task_soft_time_limit": settings.visibility_timeout - 120,
-        "task_time_limit": settings.visibility_timeout - 60,
+        # inside the margin, so a task stuck past every timeout is stopped before redelivery
+        "task_soft_time_limit": vt - 0.4 * settings.visibility_margin_seconds,
+        "task_time_limit": vt - 0.2 * settings.visibility_margin_seconds,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "beat_schedule": beat_schedule(settings),
