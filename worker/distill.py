@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 
@@ -23,6 +24,25 @@ class DistillOutcome:
     status: str
     version: int = 0
     episodes: int = 0
+    tick: int | None = None  # the interval-aligned window a beat tick ran in
+
+
+def on_tick(
+    client: redis.Redis, settings: Settings, reasoner: Reasoner, now: float | None = None
+) -> DistillOutcome:
+    """A beat tick's distillation: at most one per interval-aligned window.
+
+    Two beats (an operator's mistake) each send every tick; the lock alone lets the second
+    copy distill again once the first finished if anything merged in between. The first
+    copy of a window's tick claims it with SET NX, so the other finds it taken
+    (``tick-taken``); the claim expires after two windows.
+    """
+    interval = settings.distill_interval_seconds
+    tick = int((time.time() if now is None else now) // interval)
+    ttl = max(2, math.ceil(2 * interval))
+    if not client.set(keys.distill_tick(tick), "1", nx=True, ex=ttl):
+        return DistillOutcome("tick-taken", tick=tick)
+    return replace(distill(client, settings, reasoner), tick=tick)
 
 
 def distill(

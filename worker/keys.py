@@ -46,6 +46,11 @@ def distill_result(request_id: str) -> str:
     return f"{PREFIX}distill:result:{request_id}"
 
 
+def distill_tick(tick: int) -> str:
+    """Set by the first beat tick of one distill interval: a second beat's tick skips."""
+    return f"{PREFIX}distill:tick:{tick}"
+
+
 # Streaming push (producer.push): per-repository buffers, and batches taken but not yet
 # confirmed enqueued.
 PUSH_REPOS = PREFIX + "push:repos"  # zset: repo -> arrival time of its oldest buffered failure

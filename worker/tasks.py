@@ -5,6 +5,8 @@ Task names are the wire contract (``schemas.tasks``); renaming one orphans queue
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 from typing import Any
 
@@ -21,9 +23,30 @@ from worker import budget, deadletters, distill, episodes, reducer, runtime, sto
 from worker.app import app
 from worker.reasoners.base import PermanentReasonerError, TransientReasonerError
 
+
+class DeadLetterOnFailure(Task):  # type: ignore[misc]
+    """A task that dead-letters what it could not handle instead of dropping it.
+
+    With late acks, a task that raises (a wrong signature from a foreign client, a bug, a
+    reasoner answer no parser survives, retries spent on an unreachable store) is acked and
+    its message is gone: the dead letter keeps the payload, the reason and the time.
+    """
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                   einfo: Any) -> None:
+        payload = args[0] if len(args or ()) == 1 and not kwargs else {
+            "args": list(args or ()), "kwargs": dict(kwargs or {})}
+        letter_id = _batch_id(payload) if self.name == names.REASON_EPISODE else None
+        # if the store is down too, the ack most likely failed as well and the message
+        # comes back after the visibility timeout; Celery has logged the failure
+        with contextlib.suppress(redis.RedisError):
+            _dead(self.name, payload, f"failed: {type(exc).__name__}: {exc}", letter_id)
+
+
 # Only errors that may succeed next time are retried by Celery: the state store being
 # briefly unreachable. Reasoner errors are retried inside the reasoner, then dead-lettered.
 RETRY = {
+    "base": DeadLetterOnFailure,
     "autoretry_for": (redis.ConnectionError, redis.TimeoutError),
     "max_retries": 10,
     "retry_backoff": True,
@@ -47,7 +70,7 @@ def reason_episode(self: Task, batch: Any) -> dict[str, Any]:
     except budget.Paused as exc:
         return _paused(batch, exc)
     except (PermanentReasonerError, TransientReasonerError) as exc:
-        return _dead(names.REASON_EPISODE, batch, f"reasoner gave up: {exc}", parsed.batch_id)
+        return _give_up(batch, parsed.batch_id, f"reasoner gave up: {exc}")
     if episode is None:
         return {"status": "already-merged", "batch_id": parsed.batch_id}
     merge_insights.apply_async(args=[episode.model_dump(mode="json")])
@@ -62,18 +85,29 @@ def merge_insights(episode: Any) -> dict[str, Any]:
     except ValidationError as exc:
         return _dead(names.MERGE_INSIGHTS, episode, "invalid episode: " + "; ".join(describe(exc)))
     merged = reducer.merge(runtime.state(), parsed, runtime.settings())
+    # merged wins over dead: a redelivered copy of this batch may have failed meanwhile
+    # (see _give_up); always, since a kill right after the merge skips this on the first try
+    deadletters.remove(runtime.state(), parsed.batch_id)
     return {"status": "merged" if merged else "duplicate", "episode_id": parsed.episode_id}
 
 
 @app.task(name=names.DISTILL, **RETRY)
 def distill_scratchpad(force: bool = False, request_id: str | None = None) -> dict[str, Any]:
     """Distill the scratchpad into a new wisdom version, if anything is new."""
-    client = runtime.state()
+    client, settings, reasoner = runtime.state(), runtime.settings(), runtime.reasoner()
     try:
-        outcome = distill.distill(client, runtime.settings(), runtime.reasoner(), force=bool(force))
+        if force or request_id:
+            outcome = distill.distill(client, settings, reasoner, force=bool(force))
+        else:  # a beat tick: once per interval, however many beats send it
+            outcome = distill.on_tick(client, settings, reasoner)
         result: dict[str, Any] = {"status": outcome.status, "version": outcome.version}
+        if outcome.tick is not None:
+            result["tick"] = outcome.tick
     except budget.Paused as exc:  # the next beat tick (or request) tries again
         result = {"status": "paused", "reason": exc.reason}
+    except (PermanentReasonerError, TransientReasonerError) as exc:
+        # answered, so whoever asked is not left waiting; the next tick tries again
+        result = {"status": "failed", "reason": _redact(f"reasoner gave up: {exc}")}
     if request_id:
         store.record_distill_result(client, str(request_id)[:64], result)
     return result
@@ -112,8 +146,46 @@ def _paused(batch: Any, exc: budget.Paused) -> dict[str, Any]:
 
 
 def _dead(task: str, payload: Any, reason: str, letter_id: str | None = None) -> dict[str, Any]:
+    reason = _redact(reason)
     letter = deadletters.add(runtime.state(), task, payload, reason, letter_id=letter_id)
     return {"status": "dead-lettered", "id": letter, "reason": reason}
+
+
+def _give_up(batch: Any, batch_id: str, reason: str) -> dict[str, Any]:
+    """Dead-letter a batch the reasoner failed on, unless it was merged meanwhile.
+
+    A redelivered copy can fail after the first copy's episode was reasoned and its merge
+    queued (the worker died before acking). merge_insights removes the letter after
+    merging; checking for the merge after writing the letter closes the other order.
+    """
+    result = _dead(names.REASON_EPISODE, batch, reason, batch_id)
+    client = runtime.state()
+    if store.merged_flags(client, [batch_id])[0]:
+        deadletters.remove(client, batch_id)
+        return {"status": "already-merged", "batch_id": batch_id}
+    return result
+
+
+def _batch_id(payload: Any) -> str | None:
+    """The batch id of a valid batch payload (its dead letter's id), else None."""
+    try:
+        return episodes.parse_batch(payload, runtime.settings()).batch_id
+    except (ValidationError, TypeError):
+        return None
+
+
+_URL_PASSWORD = re.compile(r"(rediss?://[^:@/\s]*:)[^@\s]+@")
+
+
+def _redact(text: str) -> str:
+    """``text`` without the secrets this process knows (an LLM CLI's stderr or an error
+    may quote them): the API key, the API token, and passwords in Redis URLs."""
+    s = runtime.settings()
+    secrets = [x.get_secret_value() for x in (s.anthropic_api_key, s.api_token) if x]
+    for secret in secrets:
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 @app.task(name=names.FLUSH_BUFFERS, **RETRY)
