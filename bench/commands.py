@@ -43,7 +43,8 @@ ORIGINS = ("state: sent", "state: in Lua", "broker + events")
 IGNORED = {"config|resetstat", "config", "info", "monitor", "flushall"}
 
 
-Counts = tuple[Counter[str], Counter[str], Counter[str]]  # commandstats, in Lua, by origin
+# commandstats calls, calls inside Lua, calls by origin, state-database calls clients sent
+Counts = tuple[Counter[str], Counter[str], Counter[str], Counter[str]]
 
 
 def run(opts: Options) -> str:
@@ -52,7 +53,7 @@ def run(opts: Options) -> str:
     with private_redis() as url:
         counts = {n: _phases(url, n) for n in (small, large)}
     per_episode = {phase: tuple(_per_episode(counts[small][phase][i], counts[large][phase][i],
-                                             large - small) for i in range(3))
+                                             large - small) for i in range(4))
                    for phase in PHASES}
     return _report(opts, per_episode, small, large)
 
@@ -91,10 +92,11 @@ def _phases(url: str, n: int) -> dict[str, Counts]:
             worker = BenchWorker(env_for(url), queues=queue, concurrency=8, name="commands")
             with running(worker):
                 wait_count(done, n, f"{phase}s", worker.check)
-            calls, lua, origins = monitor.mark(admin)
+            calls, lua, origins, sent = monitor.mark(admin)
             calls.subtract(polls)  # our own polling is not the service's work
             origins.subtract({ORIGINS[2]: polls["llen"], ORIGINS[0]: polls["hget"]})
-            out[phase] = (calls, lua, origins)
+            sent.subtract({"hget": polls["hget"]})
+            out[phase] = (calls, lua, origins, sent)
     broker.close()
     admin.close()
     return out
@@ -120,25 +122,27 @@ class _Monitor:
         self.proc.wait(10)
         self.path.unlink(missing_ok=True)
 
-    def mark(self, admin: redis.Redis) -> tuple[Counter[str], Counter[str], Counter[str]]:
+    def mark(self, admin: redis.Redis) -> Counts:
         calls = Counter({name.removeprefix("cmdstat_"): int(v["calls"])
                          for name, v in admin.info("commandstats").items()})
         admin.config_resetstat()
         time.sleep(0.5)  # let the monitor stream catch up
         text = self.path.read_bytes()[self.offset:]
         self.offset += len(text)
-        lua, origins = Counter[str](), Counter[str]()
+        lua, origins, sent = Counter[str](), Counter[str](), Counter[str]()
         for line in text.decode(errors="replace").splitlines():
             m = MONITOR_LINE.match(line)
             if not m or m.group(3).lower() in IGNORED:
                 continue
             if m.group(2) == "lua":
                 lua[m.group(3).lower()] += 1
+            elif m.group(1) == "0":
+                sent[m.group(3).lower()] += 1
             origins[ORIGINS[0 if m.group(2) != "lua" else 1] if m.group(1) == "0"
                     else ORIGINS[2]] += 1
         for name in IGNORED:
             calls.pop(name, None)
-        return calls, lua, origins
+        return calls, lua, origins, sent
 
 
 def _report(opts: Options, per_episode: dict[str, tuple[Counter[str], ...]], small: int,
@@ -160,7 +164,12 @@ def _report(opts: Options, per_episode: dict[str, tuple[Counter[str], ...]], sma
                                        for p in PHASES]])
     split = [[origin, *[f"{per_episode[p][2][origin]:.1f}" for p in PHASES]]
              for origin in ORIGINS]
-    evalsha = per_episode["merge task"][0]["evalsha"]
+    merge_sent = ", ".join(f"{cmd.upper()} {v:.2f}" for cmd, v in
+                           sorted(per_episode["merge task"][3].items(), key=lambda kv: -kv[1])
+                           if shown(v))
+    episode_sent = ", ".join(f"{cmd.upper()} {v:.2f}" for cmd, v in
+                             sorted(per_episode["episode task"][3].items(),
+                                    key=lambda kv: -kv[1]) if shown(v))
     return "\n\n".join([
         "## 4. Redis work per episode",
         f"Command: `{opts.command}`",
@@ -175,12 +184,12 @@ def _report(opts: Options, per_episode: dict[str, tuple[Counter[str], ...]], sma
         table(["command", *PHASES], rows),
         "Where the commands come from, per episode (from the monitor):",
         table(["origin", *PHASES], split),
-        f"The merge task sends **{evalsha:.2f} EVALSHA** per episode and nothing else to the "
-        f"state database but the consensus step's reads when a vote completes a quorum "
-        f"(target: the reducer is one round trip). The episode task's state reads are "
-        f"EXISTS (already merged?), EVALSHA episode context, EVALSHA top insights, GET "
-        f"version sequence and one pipeline of GET + HGETALL per trajectory version: 5 "
-        f"round trips.",
+        f"State-database commands the merge task sends per episode: {merge_sent}. The "
+        f"reducer (`reducer.merge`) is the EVALSHA: one round trip, plus the consensus "
+        f"step's reads and compare-and-set when a vote completes a quorum; anything else "
+        f"here is sent by the task around it. The episode task sends {episode_sent}: "
+        f"already-merged check, episode-context and top-insights scripts, version sequence, "
+        f"and one pipeline of GET + HGETALL per trajectory version.",
     ])
 
 
