@@ -187,9 +187,8 @@ def _report(opts: Options, per_episode: dict[str, tuple[Counter[str], ...]], sma
         f"State-database commands the merge task sends per episode: {merge_sent}. The "
         f"reducer (`reducer.merge`) is the EVALSHA: one round trip, plus the consensus "
         f"step's reads and compare-and-set when a vote completes a quorum; anything else "
-        f"here is sent by the task around it. The episode task sends {episode_sent}: "
-        f"already-merged check, episode-context and top-insights scripts, version sequence, "
-        f"and one pipeline of GET + HGETALL per trajectory version.",
+        f"here is sent by the task around it. State-database commands the episode task "
+        f"sends per episode: {episode_sent}.",
     ])
 
 
