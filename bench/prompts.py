@@ -43,7 +43,7 @@ def run(opts: Options) -> str:
 
 def _measure(client: redis.Redis, settings: Settings, batch: FailureBatch,
              size: int) -> list[object]:
-    request = episodes.build_request(client, batch, settings)
+    request = episodes.build_request(episodes.read_context(client, batch, settings), batch)
     system = prompts.system_prompt()
     episode = prompts.episode_prompt(request)
     bare = prompts.episode_prompt(EpisodeRequest(failures=request.failures,
@@ -54,7 +54,8 @@ def _measure(client: redis.Redis, settings: Settings, batch: FailureBatch,
     for _ in range(ROUNDS):
         t0 = time.perf_counter()
         for _ in range(CALLS):
-            prompts.episode_prompt(episodes.build_request(client, batch, settings))
+            context = episodes.read_context(client, batch, settings)
+            prompts.episode_prompt(episodes.build_request(context, batch))
         timings.append((time.perf_counter() - t0) / CALLS * 1000)
     return [f"{size:,}", _size(len(system) + len(episode)), _size(len(system)),
             _size(len(episode) - len(bare)), _size(len(distill)), stat(timings).fmt(2)]

@@ -73,7 +73,7 @@ def cmd_optimize(args: argparse.Namespace, settings: Settings) -> int:
     with embedded.service(settings) as live:
         client = store.connect(live.state_url)
         if start_params is not None:
-            versions.set_manual(client, start_params, f"optimize --params {args.params}")
+            versions.set_manual(client, start_params, f"optimize --params {args.params}", live)
         _wait(live, _submit(live, records), args.timeout)
         _step_now(live, client, args.timeout)
         summary = store.summary(client)

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     min_eval_cases: Annotated[int, Field(ge=1)] = 20
     rollback_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     trajectory_length: Annotated[int, Field(ge=1, le=50)] = 8
+    # versions kept in full (values, provenance); older ones are dropped, never the best
+    version_retention: Annotated[int, Field(ge=10)] = 1_000
     # Streaming push: no failure waits for a full batch longer than push_max_wait_seconds
     # (the flusher runs every half of it and enqueues partial batches at least half of it
     # old); a batch taken but never confirmed sent (its pusher died) is re-sent after

@@ -15,7 +15,7 @@ from schemas.params import PARAM_NAMES, PARAM_SPECS, ParameterPoint
 from schemas.settings import Settings
 from schemas.versions import Evaluation, Vote, VotedChange
 from tests.factories import episode
-from worker import consensus, keys, reducer, store, versions
+from worker import consensus, keys, reducer, scripts, store, versions
 
 changes_st = st.lists(
     st.builds(VotedChange, param=st.sampled_from(PARAM_NAMES),
@@ -172,7 +172,8 @@ def test_trajectory_is_bounded_best_last_with_revert_hint(client: redis.Redis,
                                       params_version=versions.current_number(client)), s)
     for v in range(25, 31):
         _eval(client, s, v, 0.5 if v == 27 else 0.45 if v < 30 else 0.30, f"t{v}")
-    lines = versions.trajectory(client, 8)
+    context = scripts.episode_context(client, "probe", 5, 8)
+    lines = versions.trajectory(context.trajectory)
     assert len(lines) == 9 and lines[-2].startswith("v27 ")
     assert "consider reverting" in lines[-1]
 
@@ -236,3 +237,20 @@ def test_closed_loop_ends_no_worse_and_never_out_of_bounds(
     assert record is not None and ndcg(record.params) >= start
     assert ndcg(record.params) > start + 0.05  # it actually learned something
     assert client.hlen(keys.PARAMS) == 17
+
+
+def test_old_versions_leave_retention_but_best_stays(client: redis.Redis,
+                                                     settings: Settings) -> None:
+    s = settings.model_copy(update={"consensus_quorum": 1, "version_retention": 10,
+                                    "min_eval_cases": 1})
+    change = {"param": "focus_max_hops", "direction": "increase", "magnitude": "small"}
+    for i in range(30):
+        reducer.merge(client, episode(i, answer={"proposed_changes": [change]},
+                                      params_version=versions.current_number(client)), s)
+        if i == 2:
+            _eval(client, s, versions.current_number(client), 0.9, "keep-me")
+    assert versions.current_number(client) == 30 and versions.best_number(client) == 3
+    kept = [r.version for r, _ in versions.history(client, 100)]
+    assert kept == [*range(30, 20, -1), 3, 0]
+    assert versions.get(client, 3) is not None and versions.get(client, 15) is None
+    assert client.hlen(keys.VERSION_BRIEFS) == 11

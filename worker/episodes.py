@@ -16,19 +16,25 @@ from worker import scripts, signatures, store, versions
 from worker.reasoners.base import EpisodeRequest, Reasoner
 
 
-def build_request(client: redis.Redis, batch: FailureBatch, settings: Settings) -> EpisodeRequest:
+def build_request(context: scripts.EpisodeContext, batch: FailureBatch) -> EpisodeRequest:
     """Current parameters and version, votes already pending on it, prior knowledge, the
     recent trajectory, and the batch's failure signatures."""
-    version, raw_params, raw_votes = scripts.episode_context(client)
     return EpisodeRequest(
         failures=list(batch.failures),
-        params=store.params_from(raw_params),
+        params=store.params_from(context.params),
         signatures=signatures.batch_signatures(list(batch.failures)),
-        knowledge=scripts.top_insights(client, settings.prompt_top_k),
-        params_version=version,
-        trajectory=versions.trajectory(client, settings.trajectory_length),
-        pending=_pending_counts(raw_votes),
+        knowledge=context.knowledge,
+        params_version=context.version,
+        trajectory=versions.trajectory(context.trajectory),
+        pending=_pending_counts(context.votes),
     )
+
+
+def read_context(client: redis.Redis, batch: FailureBatch, settings: Settings
+                 ) -> scripts.EpisodeContext:
+    """Everything the episode reads from the shared state, in one round trip."""
+    return scripts.episode_context(client, batch.batch_id, settings.prompt_top_k,
+                                   settings.trajectory_length)
 
 
 def _pending_counts(raw_votes: list[str]) -> dict[str, int]:
@@ -42,11 +48,10 @@ def _pending_counts(raw_votes: list[str]) -> dict[str, int]:
 
 
 def run_episode(
-    client: redis.Redis, batch: FailureBatch, settings: Settings, reasoner: Reasoner
+    request: EpisodeRequest, batch: FailureBatch, reasoner: Reasoner
 ) -> ReasoningEpisode:
     """Reason about ``batch``; an unparsable answer yields a record that changes nothing."""
     started = time.time()
-    request = build_request(client, batch, settings)
     reply = reasoner.reason(request)
     return ReasoningEpisode(
         episode_id=batch.batch_id,
@@ -85,6 +90,7 @@ def process(
     client: redis.Redis, batch: FailureBatch, settings: Settings, reasoner: Reasoner
 ) -> ReasoningEpisode | None:
     """Run the batch's episode unless it was merged already (a redelivery costs nothing)."""
-    if store.merged_flags(client, [batch.batch_id])[0]:
+    context = read_context(client, batch, settings)
+    if context.merged:
         return None
-    return run_episode(client, batch, settings, reasoner)
+    return run_episode(build_request(context, batch), batch, reasoner)

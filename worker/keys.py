@@ -19,6 +19,8 @@ PARAMS_SEQ = PREFIX + "params:seq"  # string: highest version number created
 PENDING = PREFIX + "pending"  # hash: episode id -> vote JSON, for the current version only
 PENDING_SINCE = PREFIX + "pending:since"  # string: when the first pending vote arrived
 SCORES = PREFIX + "scores"  # zset: version -> mean NDCG, versions with enough cases
+EVALS = PREFIX + "evals"  # hash: "<version>:cases" / ":sum" / ":sumsq" -> NDCG evidence
+VERSION_BRIEFS = PREFIX + "versions:brief"  # hash: version -> {parent, reason, factors} JSON
 
 
 def batch_seen(batch_id: str) -> str:
@@ -67,11 +69,6 @@ def push_buffer(repo: str) -> str:
 def param_version(version: int) -> str:
     """The JSON record of one parameter version."""
     return f"{PREFIX}params:v:{version}"
-
-
-def evaluations(version: int) -> str:
-    """Hash of NDCG evidence on one version: cases, sum, sumsq."""
-    return f"{PREFIX}evals:{version}"
 
 
 def evaluation_seen(evaluation_id: str) -> str:

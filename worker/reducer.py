@@ -22,17 +22,19 @@ def delta(episode: ReasoningEpisode) -> dict[str, Any]:
     answer = episode.answer
     ok = episode.status == "ok"
     changes = answer.proposed_changes if ok else []
+    stats = {
+        "episodes": 1,
+        "unparsable": 0 if ok else 1,
+        "proposals": len(changes),
+        "dropped_proposals": episode.dropped_proposals,
+        "pending_distill": 1,
+        "failures": episode.failure_count,
+        **_usage_stats(episode),
+    }
     return {
-        "stats": {
-            "episodes": 1,
-            "unparsable": 0 if ok else 1,
-            "proposals": len(changes),
-            "dropped_proposals": episode.dropped_proposals,
-            "pending_distill": 1,
-            "failures": episode.failure_count,
-            **_usage_stats(episode),
-        },
-        "stats_float": {"confidence_sum": answer.confidence if ok else 0.0},
+        # zero increments are left out: each is a Redis call inside the merge script
+        "stats": {field: n for field, n in stats.items() if n},
+        "stats_float": {"confidence_sum": answer.confidence} if ok else {},
         "stats_set": {"last_merged_at": repr(time.time())},
         "changes": [[f"{c.param}:{c.direction.value}", answer.confidence] for c in changes],
         "insights": [

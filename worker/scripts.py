@@ -90,20 +90,56 @@ end
 return out
 """
 
-EPISODE_CONTEXT = """
--- What an episode reasons against, read atomically: a step can't land between the reads.
+STEP_CONTEXT = """
+-- What a consensus step starts from, read atomically: a step can't land between the reads.
 -- KEYS[1] current version  KEYS[2] params hash  KEYS[3] pending votes
 -- Returns {current version, flat params hash, pending vote JSONs}
 return {redis.call('GET', KEYS[1]) or '0', redis.call('HGETALL', KEYS[2]),
         redis.call('HVALS', KEYS[3])}
 """
 
+EPISODE_CONTEXT = """
+-- Everything an episode reads before reasoning, in one round trip and one snapshot.
+-- KEYS[1] current version  KEYS[2] params hash  KEYS[3] pending votes
+-- KEYS[4] the episode's merged marker  KEYS[5] version briefs  KEYS[6] evaluations
+-- KEYS[7..12] insight zset, insight text hash, for each kind in keys.INSIGHT_KINDS
+-- ARGV[1] insights per kind  ARGV[2] versions in the trajectory
+-- Returns {merged 0|1, current version, flat params hash, pending vote JSONs,
+--          {brief, cases, sum} per version from the current one down,
+--          {text, count, ...} per insight kind}
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local trajectory = {}
+-- every new version becomes current, so the newest versions are current, current - 1, ...
+for v = current, math.max(current - tonumber(ARGV[2]) + 1, 0), -1 do
+  local n = tostring(v)
+  trajectory[#trajectory + 1] = redis.call('HGET', KEYS[5], n) or ''
+  trajectory[#trajectory + 1] = redis.call('HGET', KEYS[6], n .. ':cases') or '0'
+  trajectory[#trajectory + 1] = redis.call('HGET', KEYS[6], n .. ':sum') or '0'
+end
+local out = {redis.call('EXISTS', KEYS[4]), tostring(current), redis.call('HGETALL', KEYS[2]),
+             redis.call('HVALS', KEYS[3]), trajectory}
+for k = 1, 3 do
+  local top = redis.call('ZREVRANGE', KEYS[5 + 2 * k], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+  local flat = {}
+  for i = 1, #top, 2 do
+    flat[#flat + 1] = redis.call('HGET', KEYS[6 + 2 * k], top[i]) or top[i]
+    flat[#flat + 1] = top[i + 1]
+  end
+  out[#out + 1] = flat
+end
+return out
+"""
+
 STEP_VERSION = """
--- Create parameter version ARGV[3] from current version ARGV[1], exactly once.
+-- Create parameter version ARGV[3] from current version ARGV[1], exactly once, and drop
+-- the version that falls out of retention (never the best one).
 -- KEYS[1] current version  KEYS[2] version sequence  KEYS[3] pending votes
 -- KEYS[4] pending-since  KEYS[5] new version's record  KEYS[6] params hash
+-- KEYS[7] version briefs  KEYS[8] best version  KEYS[9] scores  KEYS[10] evaluations
+-- KEYS[11] record of the version leaving retention
 -- ARGV[1] expected current version  ARGV[2] expected pending votes (-1: don't check)
--- ARGV[3] new version number  ARGV[4] new version JSON  ARGV[5..] param, value, ...
+-- ARGV[3] new version number  ARGV[4] new version JSON  ARGV[5] its brief JSON
+-- ARGV[6] number of the version leaving retention (< 1: none)  ARGV[7..] param, value, ...
 -- Returns 1 created; 0 the current version moved on (another step won); -1 the state
 -- changed between our read and this call (re-read and retry).
 if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
@@ -112,10 +148,18 @@ if tonumber(ARGV[2]) >= 0 and redis.call('HLEN', KEYS[3]) ~= tonumber(ARGV[2]) t
 end
 if tonumber(redis.call('GET', KEYS[2]) or '0') + 1 ~= tonumber(ARGV[3]) then return -1 end
 redis.call('SET', KEYS[5], ARGV[4])
+redis.call('HSET', KEYS[7], ARGV[3], ARGV[5])
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[3])
 redis.call('DEL', KEYS[3], KEYS[4])
-redis.call('HSET', KEYS[6], unpack(ARGV, 5))
+redis.call('HSET', KEYS[6], unpack(ARGV, 7))
+local old = ARGV[6]
+if tonumber(old) >= 1 and redis.call('GET', KEYS[8]) ~= old then
+  redis.call('DEL', KEYS[11])
+  redis.call('HDEL', KEYS[7], old)
+  redis.call('ZREM', KEYS[9], old)
+  redis.call('HDEL', KEYS[10], old .. ':cases', old .. ':sum', old .. ':sumsq')
+end
 return 1
 """
 
@@ -179,26 +223,58 @@ def parse_top_insights(raw: list[list[Any]]) -> dict[str, list[tuple[str, int]]]
     return {kind: _pairs(flat) for kind, flat in zip(keys.INSIGHT_KINDS, raw, strict=True)}
 
 
-def episode_context(client: Client) -> tuple[int, dict[str, str], list[str]]:
-    """Run EPISODE_CONTEXT: (current version, params hash, pending vote JSONs)."""
-    current, flat, votes = _run(client, EPISODE_CONTEXT,
+def step_context(client: Client) -> tuple[int, dict[str, str], list[str]]:
+    """Run STEP_CONTEXT: (current version, params hash, pending vote JSONs)."""
+    current, flat, votes = _run(client, STEP_CONTEXT,
                                 [keys.PARAMS_CURRENT, keys.PARAMS, keys.PENDING], [])
     return int(current), dict(zip(flat[::2], flat[1::2], strict=True)), list(votes)
+
+
+@dataclass(frozen=True)
+class EpisodeContext:
+    """What EPISODE_CONTEXT read: ``trajectory`` rows are (version, brief JSON or '',
+    cases, NDCG sum), newest first."""
+
+    merged: bool
+    version: int
+    params: dict[str, str]
+    votes: list[str]
+    trajectory: list[tuple[int, str, int, float]]
+    knowledge: dict[str, list[tuple[str, int]]]
+
+
+def episode_context(client: Client, episode_id: str, top_k: int, versions: int
+                    ) -> EpisodeContext:
+    """Run EPISODE_CONTEXT: one round trip for everything an episode reads."""
+    script_keys = [keys.PARAMS_CURRENT, keys.PARAMS, keys.PENDING, keys.merged(episode_id),
+                   keys.VERSION_BRIEFS, keys.EVALS, *_INSIGHT_KEYS]
+    merged, current, flat, votes, rows, *top = _run(client, EPISODE_CONTEXT, script_keys,
+                                                    [top_k, versions])
+    version = int(current)
+    trajectory = [(version - i // 3, rows[i], int(rows[i + 1]), float(rows[i + 2]))
+                  for i in range(0, len(rows), 3)]
+    return EpisodeContext(bool(merged), version, dict(zip(flat[::2], flat[1::2], strict=True)),
+                          list(votes), trajectory, parse_top_insights(top))
 
 
 def step_version(
     client: redis.Redis,
     expected_current: int,
     expected_pending: int,
-    new_version: int,
-    record_json: str,
+    record: tuple[int, str, str],
     values: dict[str, float],
+    retention: int,
 ) -> int:
-    """Run STEP_VERSION: 1 created, 0 another step won, -1 retry after re-reading."""
+    """Run STEP_VERSION with ``record`` = (number, JSON, brief JSON): 1 created, 0 another
+    step won, -1 retry after re-reading."""
+    number, record_json, brief_json = record
+    leaving = number - retention
     script_keys = [keys.PARAMS_CURRENT, keys.PARAMS_SEQ, keys.PENDING, keys.PENDING_SINCE,
-                   keys.param_version(new_version), keys.PARAMS]
+                   keys.param_version(number), keys.PARAMS, keys.VERSION_BRIEFS,
+                   keys.PARAMS_BEST, keys.SCORES, keys.EVALS,
+                   keys.param_version(max(leaving, 0))]
     flat = [x for name, value in values.items() for x in (name, repr(value))]
-    args = [expected_current, expected_pending, new_version, record_json, *flat]
+    args = [expected_current, expected_pending, number, record_json, brief_json, leaving, *flat]
     return int(_run(client, STEP_VERSION, script_keys, args))
 
 

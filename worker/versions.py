@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
-from typing import cast
+from typing import Any
 
 import redis
 
@@ -53,18 +53,17 @@ def try_step(client: redis.Redis, settings: Settings, *, min_votes: int) -> Para
     the next version; the others see the current version moved on and stop.
     """
     for _ in range(STEP_RETRIES):
-        current, raw_params, raw_votes = scripts.episode_context(client)
+        current, raw_params, raw_votes = scripts.step_context(client)
         if len(raw_votes) < max(min_votes, 1):
             return None
         votes = sorted((Vote.model_validate_json(v) for v in raw_votes),
                        key=lambda v: v.episode_id)
         params, factors = consensus.step(store.params_from(raw_params), votes,
                                          settings.max_step_factor)
-        record = ParamVersion(version=_next_number(client), parent=current, params=params,
+        record = ParamVersion(version=current + 1, parent=current, params=params,
                               reason="consensus", factors=factors, provenance=votes,
                               created_at=time.time())
-        outcome = scripts.step_version(client, current, len(raw_votes), record.version,
-                                       record.model_dump_json(), params.as_floats())
+        outcome = _commit(client, record, len(raw_votes), settings)
         if outcome == 1:
             return record
         if outcome == 0:
@@ -82,9 +81,10 @@ def tick(client: redis.Redis, settings: Settings, *, force: bool = False) -> Par
     return try_step(client, settings, min_votes=1)
 
 
-def set_manual(client: redis.Redis, params: ParameterPoint, note: str) -> ParamVersion:
+def set_manual(client: redis.Redis, params: ParameterPoint, note: str,
+               settings: Settings) -> ParamVersion:
     """Make ``params`` the current version (pending votes on the old one become evidence)."""
-    return _replace_current(client, params, "manual", note)
+    return _replace_current(client, params, "manual", note, settings)
 
 
 def record_evaluation(
@@ -108,126 +108,126 @@ def judge(client: redis.Redis, settings: Settings) -> str:
     current = current_number(client)
     score = client.zscore(keys.SCORES, current)
     if current != best and score is not None and score < best_score - settings.rollback_margin:
-        return _rollback(client, current, best, float(score), best_score)
+        return _rollback(client, (current, float(score)), (best, best_score), settings)
     return "best-moved" if moved else "recorded"
 
 
 def score(client: redis.Redis, version: int) -> VersionScore:
     """Cases and mean NDCG reported for ``version``."""
-    return _score_from(version, cast(dict[str, str], client.hgetall(keys.evaluations(version))))
-
-
-def _score_from(version: int, raw: dict[str, str]) -> VersionScore:
-    cases = int(raw.get("cases", 0))
-    mean = float(raw["sum"]) / cases if cases else None
-    return VersionScore(version=version, cases=cases, mean_ndcg=mean)
+    cases, total = client.hmget(keys.EVALS, [f"{version}:cases", f"{version}:sum"])
+    return _score_from(version, int(cases or 0), float(total or 0.0))
 
 
 def history(client: redis.Redis, limit: int) -> list[tuple[ParamVersion, VersionScore]]:
-    """The newest ``limit`` versions with their scores, newest first, in two round trips."""
-    top = int(client.get(keys.PARAMS_SEQ) or 0)
+    """The newest ``limit`` versions still retained, with their scores, newest first."""
+    top = current_number(client)
     numbers = list(range(top, max(top - limit, -1), -1))
     pipe = client.pipeline(transaction=False)
     for n in numbers:
         pipe.get(keys.param_version(n))
-        pipe.hgetall(keys.evaluations(n))
+        pipe.hmget(keys.EVALS, [f"{n}:cases", f"{n}:sum"])
     replies = pipe.execute()
     out = []
     for i, n in enumerate(numbers):
-        raw, evals = replies[2 * i], replies[2 * i + 1]
+        raw, (cases, total) = replies[2 * i], replies[2 * i + 1]
         record = INITIAL if n == 0 else ParamVersion.model_validate_json(raw) if raw else None
         if record is not None:
-            out.append((record, _score_from(n, evals)))
+            out.append((record, _score_from(n, int(cases or 0), float(total or 0.0))))
     return out
 
 
-def _next_number(client: redis.Redis) -> int:
-    return int(client.get(keys.PARAMS_SEQ) or 0) + 1
+def trajectory(rows: list[tuple[int, str, int, float]]) -> list[str]:
+    """Prompt lines for recent versions, from EPISODE_CONTEXT's rows (newest first): NDCG
+    and what changed, scored versions ascending so the best comes last, then a revert
+    hint when the current version scores well below its parent."""
+    lines = []
+    for version, raw_brief, cases, total in rows:
+        brief = json.loads(raw_brief) if raw_brief else _brief(INITIAL)
+        mean = total / cases if cases else None
+        ndcg = f"NDCG {mean:.3f} over {cases} cases" if mean is not None else "not evaluated yet"
+        lines.append((mean is not None, mean or 0.0, version,
+                      f"v{version} ({_describe_brief(brief)}): {ndcg}"))
+    lines.sort(key=lambda t: (t[0], t[1], t[2]))
+    return [t[3] for t in lines] + _revert_hint(rows)
 
 
-def _replace_current(client: redis.Redis, params: ParameterPoint, reason: Reason,
-                     note: str) -> ParamVersion:
+def _revert_hint(rows: list[tuple[int, str, int, float]]) -> list[str]:
+    if not rows or not rows[0][1]:
+        return []
+    version, raw_brief, cases, total = rows[0]
+    parent = json.loads(raw_brief)["parent"]
+    before = next(((c, t) for v, _, c, t in rows if v == parent), None)
+    if not cases or before is None or not before[0]:
+        return []
+    now, then = total / cases, before[1] / before[0]
+    if now < then - 0.05:
+        return [f"NDCG dropped from {then:.3f} (v{parent}) to {now:.3f} (v{version}): "
+                "consider reverting the last change"]
+    return []
+
+
+def _score_from(version: int, cases: int, total: float) -> VersionScore:
+    return VersionScore(version=version, cases=cases, mean_ndcg=total / cases if cases else None)
+
+
+def _brief(record: ParamVersion) -> dict[str, Any]:
+    return {"parent": record.parent, "reason": record.reason, "factors": record.factors}
+
+
+def _commit(client: redis.Redis, record: ParamVersion, expected_pending: int,
+            settings: Settings) -> int:
+    """STEP_VERSION for ``record`` (made from its parent, the current version)."""
+    return scripts.step_version(
+        client, record.parent or 0, expected_pending,
+        (record.version, record.model_dump_json(), json.dumps(_brief(record))),
+        record.params.as_floats(), settings.version_retention)
+
+
+def _replace_current(client: redis.Redis, params: ParameterPoint, reason: Reason, note: str,
+                     settings: Settings) -> ParamVersion:
     for _ in range(STEP_RETRIES):
         current = current_number(client)
-        record = ParamVersion(version=_next_number(client), parent=current, params=params,
+        record = ParamVersion(version=current + 1, parent=current, params=params,
                               reason=reason, note=note, created_at=time.time())
-        if scripts.step_version(client, current, -1, record.version, record.model_dump_json(),
-                                params.as_floats()) == 1:
+        if _commit(client, record, -1, settings) == 1:
             return record
     raise RuntimeError("parameters kept changing; could not set them")
 
 
 def _add_evidence(client: redis.Redis, evaluation: Evaluation, min_cases: int) -> None:
+    v = evaluation.version
     values = evaluation.per_case or [evaluation.mean_ndcg] * evaluation.cases
-    total = evaluation.mean_ndcg * evaluation.cases
-    key = keys.evaluations(evaluation.version)
     pipe = client.pipeline(transaction=True)
-    pipe.hincrby(key, "cases", evaluation.cases)
-    pipe.hincrbyfloat(key, "sum", total)
-    pipe.hincrbyfloat(key, "sumsq", sum(v * v for v in values) * evaluation.cases / len(values))
+    pipe.hincrby(keys.EVALS, f"{v}:cases", evaluation.cases)
+    pipe.hincrbyfloat(keys.EVALS, f"{v}:sum", evaluation.mean_ndcg * evaluation.cases)
+    pipe.hincrbyfloat(keys.EVALS, f"{v}:sumsq",
+                      sum(x * x for x in values) * evaluation.cases / len(values))
     cases, total_sum, _ = pipe.execute()
     if int(cases) >= min_cases:
-        client.zadd(keys.SCORES, {str(evaluation.version): float(total_sum) / int(cases)})
+        client.zadd(keys.SCORES, {str(v): float(total_sum) / int(cases)})
 
 
-def _rollback(client: redis.Redis, current: int, best: int, score: float, best_score: float
-              ) -> str:
-    bad, good = get(client, current), get(client, best)
+def _rollback(client: redis.Redis, current: tuple[int, float], best: tuple[int, float],
+              settings: Settings) -> str:
+    bad, good = get(client, current[0]), get(client, best[0])
     if bad is None or good is None:
         return "recorded"
-    note = (f"v{current} scored {score:.3f} against best v{best} at {best_score:.3f}: "
-            f"rolled back ({_describe(bad)})")
-    for _ in range(STEP_RETRIES):
-        record = ParamVersion(version=_next_number(client), parent=current, params=good.params,
-                              reason="rollback", note=note, created_at=time.time())
-        outcome = scripts.step_version(client, current, -1, record.version,
-                                       record.model_dump_json(), good.params.as_floats())
-        if outcome == 0:
-            return "recorded"
-        if outcome == 1:
-            store.add_insight(client, "signatures", f"change that hurt: {_describe(bad)} lowered "
-                              f"NDCG by {best_score - score:.3f} (rolled back)")
-            return "rolled-back"
-    return "recorded"
+    note = (f"v{current[0]} scored {current[1]:.3f} against best v{best[0]} at "
+            f"{best[1]:.3f}: rolled back ({_describe(bad)})")
+    record = ParamVersion(version=current[0] + 1, parent=current[0], params=good.params,
+                          reason="rollback", note=note, created_at=time.time())
+    # one attempt: if the current version moved on meanwhile, this verdict is stale
+    if _commit(client, record, -1, settings) != 1:
+        return "recorded"
+    store.add_insight(client, "signatures", f"change that hurt: {_describe(bad)} lowered "
+                      f"NDCG by {best[1] - current[1]:.3f} (rolled back)")
+    return "rolled-back"
 
 
 def _describe(version: ParamVersion) -> str:
-    moved = ", ".join(f"{p} x{f:.2f}" for p, f in version.factors.items())
-    return f"{version.reason} step from v{version.parent}: {moved or 'no change'}"
+    return _describe_brief(_brief(version))
 
 
-@dataclass(frozen=True)
-class TrajectoryLine:
-    """One version as the reasoner sees it."""
-
-    version: int
-    text: str
-    mean_ndcg: float | None
-
-
-def trajectory(client: redis.Redis, limit: int) -> list[str]:
-    """Recent versions with NDCG and what changed, best last (scored ones ascending),
-    plus a revert hint when the current version scores well below its parent."""
-    recent = history(client, limit)
-    lines = []
-    for record, sc in recent:
-        ndcg = f"NDCG {sc.mean_ndcg:.3f} over {sc.cases} cases" if sc.mean_ndcg is not None \
-            else "not evaluated yet"
-        lines.append(TrajectoryLine(record.version, f"v{record.version} ({_describe(record)}): "
-                                    f"{ndcg}", sc.mean_ndcg))
-    lines.sort(key=lambda t: (t.mean_ndcg is not None, t.mean_ndcg or 0.0, t.version))
-    return [t.text for t in lines] + _revert_hint(recent)
-
-
-def _revert_hint(recent: list[tuple[ParamVersion, VersionScore]]) -> list[str]:
-    # the newest version is the current one: every new version becomes current
-    if not recent or recent[0][0].parent is None:
-        return []
-    current, now = recent[0]
-    before = next((sc for r, sc in recent if r.version == current.parent), None)
-    if now.mean_ndcg is None or before is None or before.mean_ndcg is None:
-        return []
-    if now.mean_ndcg < before.mean_ndcg - 0.05:
-        return [f"NDCG dropped from {before.mean_ndcg:.3f} (v{current.parent}) to "
-                f"{now.mean_ndcg:.3f} (v{current.version}): consider reverting the last change"]
-    return []
+def _describe_brief(brief: dict[str, Any]) -> str:
+    moved = ", ".join(f"{p} x{f:.2f}" for p, f in brief["factors"].items())
+    return f"{brief['reason']} step from v{brief['parent']}: {moved or 'no change'}"
