@@ -25,7 +25,8 @@ FAMILIES = [  # (label, pattern over key names), first match wins
     ("merged-episode markers", re.compile(r"^ripmap:merged:")),
     ("episode log", re.compile(r"^ripmap:episodes$")),
     ("insight sets (3 kinds, zset + text hash)", re.compile(r"^ripmap:insights:")),
-    ("parameter version records", re.compile(r"^ripmap:params:v:")),
+    ("parameter versions (records, briefs, evidence)",
+     re.compile(r"^ripmap:(params:v:|versions:brief$|evals$|scores$)")),
     ("everything else", re.compile(r"")),
 ]
 
@@ -104,36 +105,46 @@ def _memory(client: redis.Redis, empty: int) -> tuple[int, Counter[str], Counter
 def _bound(client: redis.Redis, settings: Settings) -> str:
     """The retention-bounded part of the state, from measured per-item sizes."""
     log_len = client.llen(keys.EPISODE_LOG)
-    per_episode = (client.memory_usage(keys.EPISODE_LOG, samples=0) or 0) / max(log_len, 1)
+    per_episode = _usage(client, keys.EPISODE_LOG) / max(log_len, 1)
     per_insight, insight_items = 0.0, 0
     for kind in keys.INSIGHT_KINDS:
         insight_items += client.zcard(keys.insights(kind))
-        per_insight += (client.memory_usage(keys.insights(kind), samples=0) or 0) + (
-            client.memory_usage(keys.insight_text(kind), samples=0) or 0)
+        per_insight += _usage(client, keys.insights(kind)) + _usage(client,
+                                                                    keys.insight_text(kind))
     per_insight /= max(insight_items, 1)
     cap_items = 3 * (settings.insight_retention + settings.insight_retention // 10)
-    markers = [k for _, k in zip(range(200), client.scan_iter(match="ripmap:merged:*"),
-                                 strict=False)]
-    per_marker = sum(client.memory_usage(k, samples=0) or 0 for k in markers) / max(
-        len(markers), 1)
-    versions = [k for _, k in zip(range(200), client.scan_iter(match="ripmap:params:v:*"),
-                                  strict=False)]
-    per_version = sum(client.memory_usage(k, samples=0) or 0 for k in versions) / max(
-        len(versions), 1)
-    bounded = settings.episode_log_retention * per_episode + cap_items * per_insight
+    per_marker = _sampled(client, "ripmap:merged:*")
+    versions = sum(1 for _ in client.scan_iter(match="ripmap:params:v:*", count=1000))
+    per_version = _sampled(client, "ripmap:params:v:*") + sum(
+        _usage(client, k) for k in (keys.VERSION_BRIEFS, keys.EVALS, keys.SCORES)) / max(
+        versions, 1)
+    kept = settings.version_retention + 1  # the retained ones, and the best
+    bounded = (settings.episode_log_retention * per_episode + cap_items * per_insight
+               + kept * per_version)
     return (
         f"Retention-bounded part: episode log ≤ `episode_log_retention` "
         f"({settings.episode_log_retention:,}) × {per_episode / 1024:.1f} KiB per episode + "
         f"insight sets ≤ 3 kinds × 1.1 × `insight_retention` ({settings.insight_retention:,}) "
-        f"× {per_insight:.0f} B per insight ≈ **{bounded / 2**20:.1f} MiB**, whatever the "
+        f"× {per_insight:.0f} B per insight + parameter versions ≤ `version_retention` + the "
+        f"best ({kept:,}) × {per_version / 1024:.1f} KiB per version (record, brief, "
+        f"evidence; {versions:,} held now) ≈ **{bounded / 2**20:.1f} MiB**, whatever the "
         f"history. Not bounded by retention: one merged-episode marker per episode for "
         f"`dedupe_ttl_seconds` ({settings.dedupe_ttl_seconds / 86_400:.0f} days) at "
         f"{per_marker:.0f} B each (the producer's batch markers add as many again), i.e. "
-        f"≈ {per_marker * settings.dedupe_ttl_seconds / 2**20:,.0f} MiB "
-        f"per sustained episode/s; and one parameter-version record per consensus step "
-        f"(every `consensus_quorum` = {settings.consensus_quorum} current-version votes) at "
-        f"{per_version / 1024:.1f} KiB each, never trimmed."
+        f"≈ {per_marker * settings.dedupe_ttl_seconds / 2**20:,.0f} MiB per sustained "
+        f"episode/s, bounded by rate × TTL."
     )
+
+
+def _usage(client: redis.Redis, key: str) -> int:
+    return int(client.memory_usage(key, samples=0) or 0)
+
+
+def _sampled(client: redis.Redis, pattern: str, n: int = 200) -> float:
+    """Mean MEMORY USAGE of up to ``n`` keys matching ``pattern``."""
+    found = [k for _, k in zip(range(n), client.scan_iter(match=pattern, count=1000),
+                               strict=False)]
+    return sum(_usage(client, k) for k in found) / max(len(found), 1)
 
 
 def _report(opts: Options, rows: list[list[object]], sizes: tuple[int, ...], per_round: int,
