@@ -70,6 +70,7 @@ def merge(client: redis.Redis, episode: ReasoningEpisode, settings: Settings) ->
         episode.model_dump_json(),
         delta(episode),
         (episode.params_version, vote(episode)),
+        episode.batch_id,
         dedupe_ttl=settings.dedupe_ttl_seconds,
         log_retention=settings.episode_log_retention,
         insight_retention=settings.insight_retention,

@@ -24,6 +24,7 @@ MERGE_EPISODE = """
 -- KEYS[5] episode log     KEYS[6] params
 -- KEYS[7..12] insight zset, insight text hash, for each kind in keys.INSIGHT_KINDS
 -- KEYS[13] current version  KEYS[14] pending votes  KEYS[15] pending-since
+-- KEYS[16] dead letters  KEYS[17] dead-letter order
 -- ARGV[1] dedupe ttl (s)  ARGV[2] episode JSON  ARGV[3] log retention
 -- ARGV[4] insight retention per kind
 -- ARGV[5] delta JSON {stats: {field: int}, stats_float: {field: float},
@@ -31,9 +32,13 @@ MERGE_EPISODE = """
 --         changes: [[param:direction, confidence]],
 --         insights: [[[hash, text], ...] per kind]}
 -- ARGV[6] version the episode reasoned against  ARGV[7] vote JSON ('' for none)
--- ARGV[8] now (s)
+-- ARGV[8] now (s)  ARGV[9] batch id
 -- Returns {merged 1|0, pending votes for the current version, current version}.
 local current = redis.call('GET', KEYS[13]) or '0'
+-- merged wins over dead: a redelivered copy of this batch may have been dead-lettered
+-- meanwhile; cleared on duplicates too, since a kill right after a merge skips it once
+redis.call('HDEL', KEYS[16], ARGV[9])
+redis.call('ZREM', KEYS[17], ARGV[9])
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   return {0, redis.call('HLEN', KEYS[14]), current}
 end
@@ -191,19 +196,22 @@ def merge_episode(
     episode_json: str,
     delta: dict[str, Any],
     vote: tuple[int, str],
+    batch_id: str,
     *,
     dedupe_ttl: int,
     log_retention: int,
     insight_retention: int,
 ) -> MergeResult:
-    """Run MERGE_EPISODE; ``vote`` is (version reasoned against, vote JSON or '')."""
+    """Run MERGE_EPISODE; ``vote`` is (version reasoned against, vote JSON or ''); a dead
+    letter under ``batch_id`` is cleared."""
     script_keys = [
         keys.merged(episode_id), keys.STATS, keys.CHANGES, keys.CONFIDENCE,
         keys.EPISODE_LOG, keys.PARAMS, *_INSIGHT_KEYS,
         keys.PARAMS_CURRENT, keys.PENDING, keys.PENDING_SINCE,
+        keys.DEAD_LETTERS, keys.DEAD_LETTER_ORDER,
     ]
     args = [dedupe_ttl, episode_json, log_retention, insight_retention, json.dumps(delta),
-            vote[0], vote[1], time.time()]
+            vote[0], vote[1], time.time(), batch_id]
     merged, pending, current = _run(client, MERGE_EPISODE, script_keys, args)
     return MergeResult(bool(merged), int(pending), int(current))
 

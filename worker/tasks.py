@@ -73,7 +73,9 @@ def reason_episode(self: Task, batch: Any) -> dict[str, Any]:
         return _give_up(batch, parsed.batch_id, f"reasoner gave up: {exc}")
     if episode is None:
         return {"status": "already-merged", "batch_id": parsed.batch_id}
-    merge_insights.apply_async(args=[episode.model_dump(mode="json")])
+    # a short argsrepr: Celery would pretty-print the whole episode into every message
+    merge_insights.apply_async(args=[episode.model_dump(mode="json")],
+                               argsrepr=f"<episode {episode.episode_id}>", kwargsrepr="{}")
     return {"status": "reasoned", "episode_id": episode.episode_id}
 
 
@@ -84,10 +86,8 @@ def merge_insights(episode: Any) -> dict[str, Any]:
         parsed = ReasoningEpisode.model_validate(episode)
     except ValidationError as exc:
         return _dead(names.MERGE_INSIGHTS, episode, "invalid episode: " + "; ".join(describe(exc)))
+    # the merge also clears a dead letter a redelivered copy of this batch may have left
     merged = reducer.merge(runtime.state(), parsed, runtime.settings())
-    # merged wins over dead: a redelivered copy of this batch may have failed meanwhile
-    # (see _give_up); always, since a kill right after the merge skips this on the first try
-    deadletters.remove(runtime.state(), parsed.batch_id)
     return {"status": "merged" if merged else "duplicate", "episode_id": parsed.episode_id}
 
 
