@@ -43,8 +43,12 @@ def figures_path() -> Path:
 
 
 def scale() -> float:
-    """How much bigger than the default run to make the chaos suite (``make chaos``: 4)."""
-    return float(os.environ.get("RIPMAP_CHAOS_SCALE", "1"))
+    """How much bigger than the default run to make the chaos suite (``make chaos``: 4),
+    as set when the tests were collected (fixtures clear ``RIPMAP_*`` from the environment)."""
+    return _SCALE
+
+
+_SCALE = float(os.environ.get("RIPMAP_CHAOS_SCALE", "1"))
 
 
 def record(test: str, **figures: Any) -> None:
