@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import PurePosixPath
 
 from schemas.failures import RankingFailure
 
@@ -18,14 +17,24 @@ VENDOR_PARTS = frozenset(
 Detector = Callable[[RankingFailure], bool]
 
 
+# Plain string operations, not pathlib: these run for every path of every failure.
+def _clean(path: str) -> str:
+    return path.strip("/").removeprefix("./")
+
+
 def depth(path: str) -> int:
     """Directory depth: 0 for a root-level file."""
-    return len(PurePosixPath(path).parts) - 1
+    return _clean(path).count("/")
+
+
+def parent(path: str) -> str:
+    """The directory a file sits in ('' at the root)."""
+    return _clean(path).rpartition("/")[0]
 
 
 def is_vendor(path: str) -> bool:
     """True for files under a vendored or generated directory."""
-    return any(part in VENDOR_PARTS for part in PurePosixPath(path).parts[:-1])
+    return any(part in VENDOR_PARTS for part in _clean(path).split("/")[:-1])
 
 
 def _mean_depth(paths: list[str]) -> float:
@@ -53,10 +62,8 @@ def _terms_missed(f: RankingFailure) -> bool:
 
 
 def _colocated(f: RankingFailure) -> bool:
-    seed_dir = PurePosixPath(f.seed_file).parent
-    return sum(PurePosixPath(p).parent == seed_dir for p in f.expected_top) * 2 > len(
-        f.expected_top
-    )
+    seed_dir = parent(f.seed_file)
+    return sum(parent(p) == seed_dir for p in f.expected_top) * 2 > len(f.expected_top)
 
 
 def _expected_deeper(f: RankingFailure) -> bool:
