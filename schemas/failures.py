@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -66,7 +67,7 @@ class FailureBatch(BaseModel):
         list[RankingFailure], Field(min_length=1, max_length=MAX_FAILURES_PER_BATCH)
     ]
 
-    @property
+    @cached_property
     def batch_id(self) -> str:
         """Stable content hash of the failures (order matters)."""
         return content_id([f.model_dump(mode="json") for f in self.failures])

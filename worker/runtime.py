@@ -24,6 +24,7 @@ def state() -> redis.Redis:
     return store.connect(settings().state_url)
 
 
+@functools.cache
 def reasoner() -> Reasoner:
     """This process's reasoner."""
     return get_reasoner(settings())
