@@ -480,15 +480,12 @@ def _line_problems(raw: bytes, max_line: int) -> RankingFailure | list[str]:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the HTTP API until interrupted; on the embedded default, with its workers."""
     # imported here: FastAPI and uvicorn are only needed by this command
-    import signal
-
     import uvicorn
 
     from producer.http import create_app
 
-    # uvicorn re-raises SIGTERM after its graceful shutdown: exit through the `with` so
-    # the embedded service is stopped too
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # uvicorn re-raises SIGTERM after its graceful shutdown; main's handler turns it into
+    # an exit through the `with`, so the embedded service is stopped too
     with embedded.service(settings) as live:
         out.print(f"serving on http://{args.host}:{args.port} (OpenAPI at /docs)")
         uvicorn.run(create_app(live), host=args.host, port=args.port,
