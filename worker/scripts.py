@@ -216,11 +216,6 @@ def merge_episode(
     return MergeResult(bool(merged), int(pending), int(current))
 
 
-def top_insights(client: Client, k: int) -> dict[str, list[tuple[str, int]]]:
-    """The ``k`` most frequent insights of each kind, as ``(text, count)``."""
-    return parse_top_insights(_run(client, TOP_INSIGHTS, _INSIGHT_KEYS, [k]))
-
-
 def queue_top_insights(pipe: redis.client.Pipeline, k: int) -> None:
     """Queue TOP_INSIGHTS on a pipeline; parse its reply with ``parse_top_insights``."""
     _run(pipe, TOP_INSIGHTS, _INSIGHT_KEYS, [k])
