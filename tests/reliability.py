@@ -37,9 +37,12 @@ COLUMNS = {
 
 
 def figures_path() -> Path:
-    """Where figures are recorded."""
-    return Path(os.environ.get("RIPMAP_RELIABILITY_FIGURES", ROOT / ".ripmap" /
-                               "reliability-figures.json"))
+    """Where figures are recorded (as set when the tests were collected)."""
+    return _FIGURES
+
+
+_FIGURES = Path(os.environ.get("RIPMAP_RELIABILITY_FIGURES",
+                               ROOT / ".ripmap" / "reliability-figures.json"))
 
 
 def scale() -> float:

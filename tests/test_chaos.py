@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -154,6 +155,7 @@ class Fleet:
         self.beats: list[Beat] = []
         self.kills = 0
         self.restarts = 0
+        self.events: list[str] = []
 
     def start(self, name: str, **kwargs: Any) -> Worker:
         """Start (or restart) the worker called ``name``."""
@@ -176,6 +178,7 @@ class Fleet:
         _killpg(w.proc.pid)
         w.proc.wait()
         self.kills += 1
+        self.events.append(f"{time.strftime('%H:%M:%S')} killed {name} ({w.log.name})")
 
     def kill_pool_child(self, name: str) -> bool:
         """SIGKILL one prefork pool process of worker ``name``, a busy one if any."""
@@ -184,11 +187,14 @@ class Fleet:
         victims = busy or children
         if not victims:
             return False
+        victim = random.choice(victims)
         try:
-            os.kill(random.choice(victims), signal.SIGKILL)
+            os.kill(victim, signal.SIGKILL)
         except ProcessLookupError:
             return False
         self.kills += 1
+        self.events.append(f"{time.strftime('%H:%M:%S')} killed a pool process {victim} of "
+                           f"{name} ({self.workers[name].log.name})")
         return True
 
     def busy(self, name: str) -> bool:
@@ -204,6 +210,28 @@ class Fleet:
         pattern = re.compile(rf"Task {re.escape(task)}\[([^\]]+)\] received")
         return Counter(m for log in self.logs for m in pattern.findall(
             log.read_text(errors="replace")))
+
+    def lost_in_transport(self, lost: set[str]) -> set[str]:
+        """The lost batches whose last message no worker ever received: the episode message
+        (never received), or the merge message of an episode reasoned but never merged."""
+        text = "\n".join(log.read_text(errors="replace") for log in self.logs)
+        received = set(re.findall(rf"Task {re.escape(tasks.REASON_EPISODE)}\[([^\]]+)\] "
+                                  "received", text))
+        reasoned = set(re.findall(r"'status': 'reasoned', 'episode_id': '([^']+)'", text))
+        merge_ran = set(re.findall(r"'status': '(?:merged|duplicate)', 'episode_id': '([^']+)'",
+                                   text))
+        return {b for b in lost if b not in received or (b in reasoned and b not in merge_ran)}
+
+    def trace(self, ids: set[str]) -> str:
+        """Every worker log line about these batch ids, and how each log ends."""
+        out = []
+        for log in self.logs:
+            lines = log.read_text(errors="replace").splitlines()
+            hits = [line[:200] for line in lines if any(i in line for i in ids)]
+            if hits:
+                out += [f"-- {log}", *hits, *(line[:200] for line in lines[-2:])]
+        out += [f"kill log: {self.events}"]
+        return "\n".join(out)
 
     def close(self) -> None:
         for w in self.workers.values():
@@ -260,6 +288,7 @@ class Accounting:
     dead: dict[str, str]  # batch id -> reason
     log_ids: list[str]
     mismatches: list[str] = field(default_factory=list)
+    lost_allowed: set[str] = field(default_factory=set)  # see test (a): kombu's window
 
     @property
     def lost(self) -> set[str]:
@@ -275,7 +304,8 @@ class Accounting:
 
     def assert_exact(self) -> None:
         """Merged exactly once or dead-lettered with a reason; aggregates match the log."""
-        assert not self.lost, f"{len(self.lost)} batches lost: {sorted(self.lost)[:5]}"
+        lost = self.lost - self.lost_allowed
+        assert not lost, f"{len(lost)} batches lost: {sorted(lost)[:5]}"
         assert not self.both, f"{len(self.both)} merged AND dead-lettered: {sorted(self.both)[:5]}"
         assert self.duplicated == 0, f"{self.duplicated} batches merged twice"
         assert set(self.log_ids) == self.merged
@@ -354,11 +384,58 @@ def wait_settled(client: redis.Redis, settings: Settings, sent: set[str], timeou
         dead = deadletters.exists_flags(client, ids)
         return all(m or d for m, d in zip(merged, dead, strict=True)) and broker_idle(settings)
 
-    wait_until(settled, timeout, f"{len(ids)} batches settled and the broker idle", every=0.2)
+    try:
+        wait_until(settled, timeout, f"{len(ids)} batches settled and the broker idle",
+                   every=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {_unsettled(client, settings, ids)}") from None
+
+
+def wait_quiet(client: redis.Redis, settings: Settings, sent: set[str], timeout: float,
+               quiet: float) -> None:
+    """Until every batch is settled, or the broker has held nothing (queued or unacked) for
+    ``quiet`` seconds: then nothing left can ever come back, and what is open is lost."""
+    ids = sorted(sent)
+    idle_since: list[float] = []
+
+    def done() -> bool:
+        if not broker_idle(settings):
+            idle_since.clear()
+            return False
+        merged = store.merged_flags(client, ids)
+        dead = deadletters.exists_flags(client, ids)
+        if all(m or d for m, d in zip(merged, dead, strict=True)):
+            return True
+        if not idle_since:
+            idle_since.append(time.monotonic())
+        return time.monotonic() - idle_since[0] > quiet
+
+    try:
+        wait_until(done, timeout, f"{len(ids)} batches settled or the broker quiet", every=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {_unsettled(client, settings, ids)}") from None
+
+
+def _unsettled(client: redis.Redis, settings: Settings, ids: list[str]) -> str:
+    """What is still open, for the failure message."""
+    merged = store.merged_flags(client, ids)
+    dead = deadletters.exists_flags(client, ids)
+    open_ids = [i for i, m, d in zip(ids, merged, dead, strict=True) if not (m or d)]
+    b = redis.Redis.from_url(settings.broker, decode_responses=True)
+    try:
+        oldest = b.zrange("unacked_index", 0, 3, withscores=True)
+        return (f"{len(open_ids)} batches neither merged nor dead-lettered {open_ids[:3]}; "
+                f"queued {b.llen(tasks.EPISODE_QUEUE)} episodes, {b.llen(tasks.MERGE_QUEUE)} "
+                f"merges; {b.hlen('unacked')} unacked (oldest {oldest}); "
+                f"sweep mutex ttl {b.ttl('unacked_mutex')}; now {time.time():.0f}")
+    finally:
+        b.close()
 
 
 def batches(count: int, salt: str) -> list[FailureBatch]:
-    """``count`` distinct batches of five failures."""
+    """``count`` distinct batches of five failures, new ones each run (so worker logs of
+    different runs never share a batch id)."""
+    salt = f"{salt} {uuid.uuid4().hex[:8]}"
     records = [failure(i, query=f"{salt} query {i}") for i in range(count * 5)]
     return chunk(validate_failures(records), 5)
 
@@ -385,7 +462,10 @@ def params_within_bounds(client: redis.Redis) -> tuple[int, int]:
 def test_sigkilled_workers_lose_and_double_nothing(
     server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fleets: list[Fleet]
 ) -> None:
-    """(a) Batches while worker processes are SIGKILLed at random moments and restarted."""
+    """(a) Batches while worker processes are SIGKILLed at random moments and restarted:
+    nothing a worker received is lost or merged twice. A message still in flight from Redis
+    to a worker when it is killed can be lost (kombu pops with BRPOP before recording the
+    message as unacknowledged): such losses are counted apart, every other one fails."""
     rng = random.Random()
     env = chaos_env(server.url, tmp_path / "bin", FAKE_CLAUDE_DELAY="0.4")
     settings = settings_for(env, monkeypatch)
@@ -418,13 +498,24 @@ def test_sigkilled_workers_lose_and_double_nothing(
     sent |= {r.batch_id for r in map(producer.enqueue_batch, todo[kills * per_round:])}
     producer.close()
 
-    wait_settled(client, settings, sent, timeout=120 + 30 * SCALE)
+    wait_quiet(client, settings, sent, timeout=120 + 30 * SCALE,
+               quiet=settings.visibility_timeout + 4)
     acc = account(client, sent)
     deliveries = fleet.deliveries(tasks.REASON_EPISODE)
+    in_transport = fleet.lost_in_transport(acc.lost)
     reliability.record("chaos_worker_kills", **acc.figures(), kills=fleet.kills,
                        restarts=fleet.restarts,
                        redelivered=sum(deliveries.values()) - len(deliveries),
+                       lost_in_transport=len(in_transport),
                        versions=len(versions.history(client, 10_000)) - 1)
+    # Known limit of kombu's Redis transport (RELIABILITY.md): a message popped by BRPOP
+    # is recorded as unacknowledged only once the worker has read the reply, so a SIGKILL
+    # in between loses it. Such a message was never received by any worker; any other
+    # loss fails the test.
+    unexplained = acc.lost - in_transport
+    assert not unexplained, f"lost after a worker received them:\n{fleet.trace(unexplained)}"
+    assert len(in_transport) <= fleet.kills
+    acc.lost_allowed = in_transport
     acc.assert_exact()
     assert len(acc.sent) == len(todo) and fleet.kills >= 5
     # the kills hit work in flight: some episodes ran more than once, harmlessly
