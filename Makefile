@@ -24,6 +24,7 @@ lint: $(STAMP)
 
 chaos: $(STAMP)  ## the fault-injection suite with larger numbers
 	RIPMAP_CHAOS_SCALE=4 $(BIN)/python -m pytest -q -m chaos
+	$(BIN)/python -m tests.reliability  # the figures table for RELIABILITY.md
 
 bench: $(STAMP)  ## writes BENCHMARKS.md
 	$(BIN)/python -m bench.run

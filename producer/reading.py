@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,25 +35,36 @@ def sample_failures() -> list[Any]:
 
 
 def _read_text(source: str) -> str:
-    import sys
-
+    """At most MAX_INPUT_BYTES bytes (never more is read), decoded as UTF-8."""
     if source == "-":
-        data = sys.stdin.read(MAX_INPUT_BYTES + 1)
+        data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
     else:
         path = Path(source)
         if not path.is_file():
             raise InvalidInput([f"{source}: no such file"])
-        data = path.read_text(errors="strict")[: MAX_INPUT_BYTES + 1]
+        with path.open("rb") as f:
+            data = f.read(MAX_INPUT_BYTES + 1)
     if len(data) > MAX_INPUT_BYTES:
         raise InvalidInput([f"{source}: input over {MAX_INPUT_BYTES} bytes"])
-    return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput([f"{source}: not UTF-8 (byte {exc.start}): JSON input must be "
+                            "UTF-8"]) from None
+
+
+def _loads(text: str, where: str) -> Any:
+    """``json.loads`` with its failures as InvalidInput naming ``where``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput([f"{where}: malformed JSON at line {exc.lineno}: {exc.msg}"]) from None
+    except RecursionError:
+        raise InvalidInput([f"{where}: JSON nested too deeply"]) from None
 
 
 def _json_list(text: str, source: str) -> list[Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput([f"{source}: malformed JSON at line {exc.lineno}: {exc.msg}"]) from None
+    value = _loads(text, source)
     if not isinstance(value, list):
         raise InvalidInput([f"{source}: expected a JSON list of failures"])
     return value
@@ -61,8 +73,8 @@ def _json_list(text: str, source: str) -> list[Any]:
 def _whole_object(text: str) -> list[Any] | None:
     """One (possibly pretty-printed) object, or ``{"failures": [...]}``; None if not that."""
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
+        value = _loads(text, "input")
+    except InvalidInput:
         return None
     if isinstance(value, dict) and isinstance(value.get("failures"), list):
         return list(value["failures"])
@@ -75,9 +87,9 @@ def _jsonl(text: str, source: str) -> list[Any]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            problems.append(f"{source}: line {lineno}: malformed JSON: {exc.msg}")
+            records.append(_loads(line, f"{source}: line {lineno}"))
+        except InvalidInput as exc:
+            problems += exc.problems
     if problems:
         raise InvalidInput(problems)
     return records

@@ -49,7 +49,8 @@ class ClaudeCliReasoner:
         try:
             done = subprocess.run(
                 [self.command, "--print", "-p", prompt],
-                capture_output=True, text=True, timeout=self.timeout, check=False,
+                capture_output=True, text=True, errors="replace", timeout=self.timeout,
+                check=False,
             )
         except FileNotFoundError as exc:
             raise PermanentReasonerError(f"{self.command!r} is not installed") from exc
