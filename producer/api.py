@@ -17,6 +17,8 @@ from schemas.settings import Settings, get_settings
 from schemas.versions import Evaluation
 from worker import store
 
+CLAIM_SECONDS = 60  # how long a batch claim lives before its send is confirmed
+
 
 class InvalidInput(ValueError):
     """Input rejected before anything was enqueued; ``problems`` name record and field."""
@@ -77,7 +79,10 @@ class Producer:
         """Claim every batch id in one round trip, then publish the new ones over one
         broker connection; a batch whose id was claimed before is not sent again."""
         ids = [b.batch_id for b in batches]
-        claimed = store.mark_batches(self.state, ids, self.settings.dedupe_ttl_seconds)
+        # A claim starts short-lived and is extended once its batch is sent: if the send fails
+        # and the release fails too (Redis down), the claim still lapses soon, and a retry is
+        # not dropped as "submitted before" for the whole dedupe period.
+        claimed = store.mark_batches(self.state, ids, CLAIM_SECONDS)
         new = [b for b, fresh in zip(batches, claimed, strict=True) if fresh]
         sent = 0
         try:
@@ -87,9 +92,11 @@ class Producer:
                               batch.batch_id, publisher=publisher)
                     sent += 1
         except Exception:
-            # claims must not outlive a failed send, or a retry would be dropped as a duplicate
             store.unmark_batches(self.state, [b.batch_id for b in new[sent:]])
             raise
+        finally:
+            store.extend_batches(self.state, [b.batch_id for b in new[:sent]],
+                                 self.settings.dedupe_ttl_seconds)
         return [Enqueued(i, fresh) for i, fresh in zip(ids, claimed, strict=True)]
 
     def step(self) -> None:

@@ -57,6 +57,15 @@ def mark_batches(client: redis.Redis, batch_ids: list[str], ttl: int) -> list[bo
     return [bool(x) for x in pipe.execute()]
 
 
+def extend_batches(client: redis.Redis, batch_ids: list[str], ttl: int) -> None:
+    """Keep the claims of sent batches for the whole dedupe period, in one round trip."""
+    if batch_ids:
+        pipe = client.pipeline(transaction=False)
+        for batch_id in batch_ids:
+            pipe.expire(keys.batch_seen(batch_id), ttl)
+        pipe.execute()
+
+
 def unmark_batches(client: redis.Redis, batch_ids: list[str]) -> None:
     """Forget claims whose enqueue failed, so those batches can be submitted again."""
     if batch_ids:
