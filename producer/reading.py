@@ -37,7 +37,9 @@ def sample_failures() -> list[Any]:
 def _read_text(source: str) -> str:
     """At most MAX_INPUT_BYTES bytes (never more is read), decoded as UTF-8."""
     if source == "-":
-        data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        raw = getattr(sys.stdin, "buffer", None)  # a text-only stdin (embedding, tests) has none
+        data = raw.read(MAX_INPUT_BYTES + 1) if raw else sys.stdin.read(
+            MAX_INPUT_BYTES + 1).encode()
     else:
         path = Path(source)
         if not path.is_file():
