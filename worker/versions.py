@@ -42,8 +42,8 @@ def pending_votes(client: redis.Redis) -> int:
 
 
 def evaluation_recorded(client: redis.Redis, evaluation_id: str) -> bool:
-    """Whether the evaluation with this id has been recorded."""
-    return bool(client.exists(keys.evaluation_seen(evaluation_id)))
+    """Whether the evaluation with this id has been recorded and judged."""
+    return client.get(keys.evaluation_seen(evaluation_id)) == "done"
 
 
 def try_step(client: redis.Redis, settings: Settings, *, min_votes: int) -> ParamVersion | None:
@@ -95,7 +95,10 @@ def record_evaluation(
                       ex=settings.dedupe_ttl_seconds):
         return "duplicate"
     _add_evidence(client, evaluation, settings.min_eval_cases)
-    return judge(client, settings)
+    verdict = judge(client, settings)
+    # "done" only now: whoever waits on this evaluation then sees best and rollbacks settled
+    client.set(keys.evaluation_seen(evaluation_id), "done", keepttl=True)
+    return verdict
 
 
 def judge(client: redis.Redis, settings: Settings) -> str:
