@@ -72,15 +72,20 @@ async def require_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
     """Reject the request unless it carries the configured bearer token (if one is set)."""
-    secret = request.app.state.settings.api_token
+    check_token(request.app.state.settings, credentials.credentials if credentials else "")
+
+
+def check_token(settings: Settings, given: str) -> bool:
+    """Raise 401 unless ``given`` is the API token; False when auth is off (no token set)."""
+    secret = settings.api_token
     # an empty token (e.g. compose's `${RIPMAP_API_TOKEN:-}`) means no auth, like an unset one
     expected = secret.get_secret_value() if secret is not None else ""
     if not expected:
-        return
-    given = credentials.credentials if credentials is not None else ""
+        return False
     if not secrets.compare_digest(given.encode(), expected.encode()):
         reason = "wrong bearer token" if given else "missing bearer token"
         raise HTTPException(401, detail=reason, headers={"WWW-Authenticate": "Bearer"})
+    return True
 
 
 async def _pusher(request: Request) -> Pusher:

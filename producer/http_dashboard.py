@@ -6,16 +6,15 @@ as ``?token=``; the page passes it on to its data requests.
 
 from __future__ import annotations
 
-import secrets
 from importlib import resources
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
 from producer import dashboard
-from producer.http import SettingsDep, StateDep, bearer
+from producer.http import SettingsDep, StateDep, bearer, check_token
 from schemas.dashboard import Dashboard
 
 router = APIRouter(tags=["dashboard"])
@@ -28,13 +27,8 @@ def require_token_or_query(
     token: TokenQuery = None,
 ) -> str:
     """The API's bearer-token check, also accepting ``?token=``; returns the token given."""
-    secret = request.app.state.settings.api_token
-    expected = secret.get_secret_value() if secret is not None else ""
     given = credentials.credentials if credentials is not None else (token or "")
-    if expected and not secrets.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(401, detail="wrong bearer token" if given else "missing bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
-    return given if expected else ""
+    return given if check_token(request.app.state.settings, given) else ""
 
 
 Authorized = Annotated[str, Depends(require_token_or_query)]

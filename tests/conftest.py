@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from schemas.settings import Settings
-from tests.services import Worker, start_private_redis, worker_env
+from tests.services import Worker, database, start_private_redis, worker_env
 from worker import store
 
 
@@ -48,6 +48,16 @@ def settings(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
         if name.startswith("RIPMAP_"):
             monkeypatch.setenv(name, value)
     return Settings()
+
+
+@pytest.fixture
+def private_broker(redis_url: str) -> Iterator[str]:
+    """A broker database (4) no shared worker consumes, emptied before and after: the
+    batches a test sends there reach only the workers it starts itself."""
+    url = database(redis_url, 4)
+    redis.Redis.from_url(url).flushdb()
+    yield url
+    redis.Redis.from_url(url).flushdb()
 
 
 @pytest.fixture(scope="session")

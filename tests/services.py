@@ -33,10 +33,15 @@ def start_private_redis(appendonly: bool = False) -> tuple[subprocess.Popen[byte
     return proc, url, data
 
 
+def database(redis_url: str, number: int) -> str:
+    """The same server's database ``number``."""
+    return redis_url.rsplit("/", 1)[0] + f"/{number}"
+
+
 def broker_url(redis_url: str) -> str:
     """The tests' broker: database 1 of the same server, so flushing state (database 0)
     never removes the broker's queue bindings from under a running worker."""
-    return redis_url.rsplit("/", 1)[0] + "/1"
+    return database(redis_url, 1)
 
 
 def worker_env(redis_url: str, **overrides: str) -> dict[str, str]:

@@ -297,15 +297,6 @@ DEAD = {"529*3": "HTTP 529", "slow*3": "APITimeoutError", "500*3": "HTTP 500",
         "401": "HTTP 401", "400": "HTTP 400", "echo-key": "[redacted]"}
 
 
-@pytest.fixture
-def private_broker(redis_url: str) -> Iterator[str]:
-    """A broker database only this module's workers consume (the shared heuristic worker
-    must not take these batches)."""
-    url = redis_url.rsplit("/", 1)[0] + "/4"
-    redis.Redis.from_url(url).flushdb()
-    yield url
-    redis.Redis.from_url(url).flushdb()
-
 
 def test_every_fault_class_ends_merged_or_dead_lettered_and_the_key_never_leaks(
     client: redis.Redis, settings: Settings, redis_url: str, fake: FakeAnthropic,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -87,14 +86,6 @@ def test_a_process_gate_pauses_on_its_own_crossing_at_once_and_resumes_at_once(
     with pytest.raises(budget.Paused):
         budget.Gate(client, settings, refresh=0).check()  # refresh 0 reads every time
 
-
-@pytest.fixture
-def private_broker(redis_url: str) -> Iterator[str]:
-    """A broker database only this module's workers consume."""
-    url = redis_url.rsplit("/", 1)[0] + "/6"
-    redis.Redis.from_url(url).flushdb()
-    yield url
-    redis.Redis.from_url(url).flushdb()
 
 
 def test_a_worker_pauses_at_the_budget_and_resumes_when_it_is_raised(

@@ -24,13 +24,13 @@ from schemas.failures import FailureBatch, RankingFailure
 from schemas.settings import Settings
 from schemas.wisdom import Wisdom
 from tests.factories import episode, failure
-from tests.services import ROOT, Worker, wait_until, worker_env
+from tests.services import ROOT, Worker, database, wait_until, worker_env
 from worker import reducer, store
 
 
 def idle_broker_url(redis_url: str) -> str:
     """Database 2: a broker no worker consumes, so nothing sent is processed."""
-    return redis_url.rsplit("/", 1)[0] + "/2"
+    return database(redis_url, 2)
 
 
 @contextmanager
@@ -78,7 +78,7 @@ def nothing_accepted(client: redis.Redis, idle: redis.Redis) -> bool:
 def live(redis_url: str, client: redis.Redis) -> Iterator[httpx.Client]:
     """`ripmap-optimizer serve` in a subprocess, and a worker running beat, which flushes
     partial batches after a 1 s wait. Their own broker database: no other worker interferes."""
-    own_broker = redis_url.rsplit("/", 1)[0] + "/3"
+    own_broker = database(redis_url, 3)
     env = worker_env(redis_url, RIPMAP_BROKER_URL=own_broker, RIPMAP_PUSH_MAX_WAIT_SECONDS="1")
     worker = Worker(env, concurrency=4, name="http-e2e", beat=True).wait_ready()
     port = free_port()

@@ -29,7 +29,7 @@ from producer.push import Pusher
 from schemas import tasks
 from schemas.settings import Settings
 from tests.factories import failure
-from tests.services import ROOT, wait_until, worker_env
+from tests.services import ROOT, database, wait_until, worker_env
 from worker import scripts, store
 
 REPOS = ["alpha", "beta", "gamma"]
@@ -37,7 +37,7 @@ REPOS = ["alpha", "beta", "gamma"]
 
 def idle_broker_url(redis_url: str) -> str:
     """Database 2 of the test server: a broker no worker consumes."""
-    return redis_url.rsplit("/", 1)[0] + "/2"
+    return database(redis_url, 2)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -116,14 +115,6 @@ def test_threads_never_exceed_the_token_rate_at_the_server(
 
 # -- two worker processes, one limit -------------------------------------------------------
 
-
-@pytest.fixture
-def private_broker(redis_url: str) -> Iterator[str]:
-    """A broker database only this module's workers consume."""
-    url = redis_url.rsplit("/", 1)[0] + "/5"
-    redis.Redis.from_url(url).flushdb()
-    yield url
-    redis.Redis.from_url(url).flushdb()
 
 
 def test_two_workers_share_one_request_limit(
