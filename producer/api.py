@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from schemas.errors import describe
 from schemas.failures import FailureBatch, RankingFailure
 from schemas.settings import Settings, get_settings
 from schemas.versions import Evaluation
-from worker import store
+from worker import scripts, store
 
 CLAIM_SECONDS = 60  # how long a batch claim lives before its send is confirmed
 
@@ -75,29 +76,33 @@ class Producer:
         """Enqueue one batch once: the same content submitted again is not sent again."""
         return self.enqueue_batches([batch])[0]
 
-    def enqueue_batches(self, batches: Sequence[FailureBatch]) -> list[Enqueued]:
-        """Claim every batch id in one round trip, then publish the new ones over one
-        broker connection; a batch whose id was claimed before is not sent again."""
-        ids = [b.batch_id for b in batches]
+    def enqueue_batches(
+        self, batches: Sequence[FailureBatch], *, force: bool = False
+    ) -> list[Enqueued]:
+        """Claim every batch id and record it as open in one round trip, then publish the
+        new ones in one broker pipeline; a batch claimed before is not sent again, unless
+        ``force`` (a re-send of a batch that may have been lost)."""
+        payloads = [(b.batch_id, b.model_dump_json()) for b in batches]
         # A claim starts short-lived and is extended once its batch is sent: if the send fails
         # and the release fails too (Redis down), the claim still lapses soon, and a retry is
         # not dropped as "submitted before" for the whole dedupe period.
-        claimed = store.mark_batches(self.state, ids, CLAIM_SECONDS)
-        new = [b for b, fresh in zip(batches, claimed, strict=True) if fresh]
-        sent = 0
+        claimed = scripts.claim_batches(self.state, payloads, CLAIM_SECONDS, force=force)
+        new = [(b, raw) for b, (_, raw), fresh in zip(batches, payloads, claimed, strict=True)
+               if fresh or force]
         try:
-            with self.celery.producer_or_acquire() as publisher:
-                for batch in new:
-                    self.send(tasks.REASON_EPISODE, [batch.model_dump(mode="json")],
-                              batch.batch_id, publisher=publisher)
-                    sent += 1
+            # one pipeline for the group; if it fails, some may have gone out all the same:
+            # sent again on retry, they are merged once
+            with self.celery.producer_or_acquire() as publisher, publisher.batch():
+                for batch, raw in new:
+                    self.send(tasks.REASON_EPISODE, [json.loads(raw)], batch.batch_id,
+                              publisher=publisher)
         except Exception:
-            store.unmark_batches(self.state, [b.batch_id for b in new[sent:]])
+            if not force:  # a forced re-send stays open: the sweep tries it again
+                store.unmark_batches(self.state, [b.batch_id for b, _ in new])
             raise
-        finally:
-            store.extend_batches(self.state, [b.batch_id for b in new[:sent]],
-                                 self.settings.dedupe_ttl_seconds)
-        return [Enqueued(i, fresh) for i, fresh in zip(ids, claimed, strict=True)]
+        store.extend_batches(self.state, [b.batch_id for b, _ in new],
+                             self.settings.dedupe_ttl_seconds)
+        return [Enqueued(b.batch_id, fresh) for b, fresh in zip(batches, claimed, strict=True)]
 
     def step(self) -> None:
         """Ask for the consensus step on pending votes now, without waiting for a quorum."""

@@ -164,8 +164,7 @@ class Pusher:
             return
         # A stale batch's pusher may have claimed the batch id and died before sending:
         # the dedupe marker cannot tell, so send regardless (the worker merges it once).
-        store.mark_batches(self.client, [batch.batch_id], self.settings.dedupe_ttl_seconds)
-        self.producer.send(tasks.REASON_EPISODE, [batch.model_dump(mode="json")], batch.batch_id)
+        self.producer.enqueue_batches([batch], force=True)
 
     @staticmethod
     def _tally(

@@ -11,6 +11,11 @@ EPISODE_LOG = PREFIX + "episodes"  # list of episode JSON, newest first, trimmed
 WISDOM_LATEST = PREFIX + "wisdom:latest"  # string: Wisdom JSON
 WISDOM_HISTORY = PREFIX + "wisdom:history"  # list of Wisdom JSON, newest first, trimmed
 DISTILL_LOCK = PREFIX + "lock:distill"
+# The open-batch ledger (worker/ledger.py): batches the producer sent, not yet merged or
+# dead-lettered; the sweep re-sends one the broker lost.
+OPEN = PREFIX + "open"  # hash: batch id -> FailureBatch JSON
+OPEN_SINCE = PREFIX + "open:since"  # zset: batch id -> when last sent
+OPEN_MISSING = PREFIX + "open:missing"  # zset: batch id -> when first found in no queue
 DEAD_LETTERS = PREFIX + "dlq"  # hash: id -> dead letter JSON
 DEAD_LETTER_ORDER = PREFIX + "dlq:order"  # zset: id -> time
 PARAMS_CURRENT = PREFIX + "params:current"  # string: current version number (absent: 0)

@@ -25,6 +25,7 @@ MERGE_EPISODE = """
 -- KEYS[7..12] insight zset, insight text hash, for each kind in keys.INSIGHT_KINDS
 -- KEYS[13] current version  KEYS[14] pending votes  KEYS[15] pending-since
 -- KEYS[16] dead letters  KEYS[17] dead-letter order
+-- KEYS[18] open batches  KEYS[19] open since  KEYS[20] open missing
 -- ARGV[1] dedupe ttl (s)  ARGV[2] episode JSON  ARGV[3] log retention
 -- ARGV[4] insight retention per kind
 -- ARGV[5] delta JSON {stats: {field: int}, stats_float: {field: float},
@@ -39,6 +40,10 @@ local current = redis.call('GET', KEYS[13]) or '0'
 -- meanwhile; cleared on duplicates too, since a kill right after a merge skips it once
 redis.call('HDEL', KEYS[16], ARGV[9])
 redis.call('ZREM', KEYS[17], ARGV[9])
+-- the batch is done: the ledger's sweep no longer watches for its loss
+redis.call('HDEL', KEYS[18], ARGV[9])
+redis.call('ZREM', KEYS[19], ARGV[9])
+redis.call('ZREM', KEYS[20], ARGV[9])
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   return {0, redis.call('HLEN', KEYS[14]), current}
 end
@@ -74,6 +79,30 @@ end
 redis.call('LPUSH', KEYS[5], ARGV[2])
 redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[3]) - 1)
 return {1, redis.call('HLEN', KEYS[14]), current}
+"""
+
+CLAIM_BATCHES = """
+-- Claim batch ids for sending and record each claimed batch in the open-batch ledger.
+-- KEYS[1] open batches  KEYS[2] open since  KEYS[3] open missing
+-- ARGV[1] claim ttl (s)  ARGV[2] now (s)  ARGV[3] force: '1' claims even a seen id
+-- ARGV[4..] triples: batch-seen key, batch id, batch JSON
+-- Returns, per batch, 1 if claimed now, 0 if claimed before (and not forced).
+local out = {}
+for i = 4, #ARGV, 3 do
+  local fresh = redis.call('SET', ARGV[i], '1', 'NX', 'EX', ARGV[1])
+  if not fresh and ARGV[3] == '1' then
+    redis.call('SET', ARGV[i], '1', 'EX', ARGV[1])
+  end
+  if fresh or ARGV[3] == '1' then
+    -- recorded before the send: a producer that dies between here and the send leaves
+    -- the batch open, and the sweep sends it
+    redis.call('HSET', KEYS[1], ARGV[i + 1], ARGV[i + 2])
+    redis.call('ZADD', KEYS[2], ARGV[2], ARGV[i + 1])
+    redis.call('ZREM', KEYS[3], ARGV[i + 1])
+  end
+  out[#out + 1] = fresh and 1 or 0
+end
+return out
 """
 
 TOP_INSIGHTS = """
@@ -176,6 +205,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+LEDGER_KEYS = [keys.OPEN, keys.OPEN_SINCE, keys.OPEN_MISSING]
 _INSIGHT_KEYS = [
     k for kind in keys.INSIGHT_KINDS for k in (keys.insights(kind), keys.insight_text(kind))
 ]
@@ -208,12 +238,22 @@ def merge_episode(
         keys.merged(episode_id), keys.STATS, keys.CHANGES, keys.CONFIDENCE,
         keys.EPISODE_LOG, keys.PARAMS, *_INSIGHT_KEYS,
         keys.PARAMS_CURRENT, keys.PENDING, keys.PENDING_SINCE,
-        keys.DEAD_LETTERS, keys.DEAD_LETTER_ORDER,
+        keys.DEAD_LETTERS, keys.DEAD_LETTER_ORDER, *LEDGER_KEYS,
     ]
     args = [dedupe_ttl, episode_json, log_retention, insight_retention, json.dumps(delta),
             vote[0], vote[1], time.time(), batch_id]
     merged, pending, current = _run(client, MERGE_EPISODE, script_keys, args)
     return MergeResult(bool(merged), int(pending), int(current))
+
+
+def claim_batches(
+    client: redis.Redis, batches: list[tuple[str, str]], ttl: int, *, force: bool = False
+) -> list[bool]:
+    """Run CLAIM_BATCHES on ``(batch id, batch JSON)`` pairs: per batch, claimed now?"""
+    args: list[Any] = [ttl, time.time(), "1" if force else "0"]
+    for batch_id, raw in batches:
+        args += [keys.batch_seen(batch_id), batch_id, raw]
+    return [bool(x) for x in _run(client, CLAIM_BATCHES, LEDGER_KEYS, args)]
 
 
 def queue_top_insights(pipe: redis.client.Pipeline, k: int) -> None:

@@ -49,14 +49,6 @@ def params_from(raw: dict[str, str]) -> ParameterPoint:
     return ParameterPoint.from_mapping({k: v for k, v in raw.items() if k in PARAM_NAMES})
 
 
-def mark_batches(client: redis.Redis, batch_ids: list[str], ttl: int) -> list[bool]:
-    """Claim batch ids for enqueueing, in one round trip; False for each enqueued before."""
-    pipe = client.pipeline(transaction=False)
-    for batch_id in batch_ids:
-        pipe.set(keys.batch_seen(batch_id), "1", nx=True, ex=ttl)
-    return [bool(x) for x in pipe.execute()]
-
-
 def extend_batches(client: redis.Redis, batch_ids: list[str], ttl: int) -> None:
     """Keep the claims of sent batches for the whole dedupe period, in one round trip."""
     if batch_ids:
@@ -67,9 +59,15 @@ def extend_batches(client: redis.Redis, batch_ids: list[str], ttl: int) -> None:
 
 
 def unmark_batches(client: redis.Redis, batch_ids: list[str]) -> None:
-    """Forget claims whose enqueue failed, so those batches can be submitted again."""
+    """Forget claims whose enqueue failed (the caller is told), so those batches can be
+    submitted again, and take them off the open-batch ledger."""
     if batch_ids:
-        client.delete(*[keys.batch_seen(b) for b in batch_ids])
+        pipe = client.pipeline(transaction=True)
+        pipe.delete(*[keys.batch_seen(b) for b in batch_ids])
+        pipe.hdel(keys.OPEN, *batch_ids)
+        pipe.zrem(keys.OPEN_SINCE, *batch_ids)
+        pipe.zrem(keys.OPEN_MISSING, *batch_ids)
+        pipe.execute()
 
 
 def merged_flags(client: redis.Redis, episode_ids: list[str]) -> list[bool]:
