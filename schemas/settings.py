@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     # push_resend_after_seconds.
     push_max_wait_seconds: Annotated[float, Field(ge=0.2, le=3_600)] = 10.0
     push_resend_after_seconds: Annotated[float, Field(ge=1, le=86_400)] = 60.0
+    # The open-batch ledger's sweep (worker/ledger.py): a batch sent longer ago than
+    # ledger_check_after_seconds and found in no broker queue nor among the unacknowledged
+    # messages, on two sweeps, is sent again. The sweep reads the queues only while they
+    # hold at most ledger_scan_limit messages (a backlog is not lost, only waiting).
+    ledger_check_after_seconds: Annotated[float, Field(ge=1, le=86_400)] = 60.0
+    ledger_scan_limit: Annotated[int, Field(ge=100, le=1_000_000)] = 20_000
     # HTTP API. Bearer-token auth is off while api_token is unset or empty: set it in
     # production (any network but loopback).
     api_token: SecretStr | None = None

@@ -23,3 +23,7 @@ TASK_QUEUES = {
 # died (producer.push); on the merge queue, so it never waits behind an episode backlog.
 FLUSH_BUFFERS = "ripmap.flush_buffers"
 TASK_QUEUES[FLUSH_BUFFERS] = MERGE_QUEUE
+
+# Re-sends batches the broker lost (worker.ledger): sent, not merged, and in no queue.
+SWEEP_OPEN = "ripmap.sweep_open"
+TASK_QUEUES[SWEEP_OPEN] = MERGE_QUEUE

@@ -91,6 +91,11 @@ TASKS: dict[str, TaskSpec] = {
         "Internal (beat): enqueue partial push batches that waited long enough, and re-send "
         "batches whose pusher died.",
     ),
+    tasks.SWEEP_OPEN: TaskSpec(
+        (), NoKwargs,
+        "Internal (beat): send again the batches the broker lost (sent, not merged, and in "
+        "no queue on two sweeps).",
+    ),
 }
 
 CELERY_MESSAGE = {

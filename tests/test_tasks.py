@@ -16,6 +16,7 @@ SNAPSHOT = {
     "ripmap.step_params": "merge",
     "ripmap.report_evaluation": "merge",
     "ripmap.flush_buffers": "merge",
+    "ripmap.sweep_open": "merge",
 }
 
 

@@ -9,7 +9,7 @@ import redis
 
 from schemas.deadletter import DeadLetter
 from schemas.failures import content_id
-from worker import keys
+from worker import keys, ledger
 
 MAX_REASON_CHARS = 2_000
 
@@ -35,6 +35,8 @@ def add(
     pipe = client.pipeline(transaction=True)
     pipe.hset(keys.DEAD_LETTERS, letter.id, letter.model_dump_json())
     pipe.zadd(keys.DEAD_LETTER_ORDER, {letter.id: letter.created_at})
+    # a batch's letter is filed under its batch id: the sweep stops watching for its loss
+    ledger.queue_clear(pipe, [letter.id])
     pipe.execute()
     return letter.id
 

@@ -25,6 +25,12 @@ def state() -> redis.Redis:
 
 
 @functools.cache
+def broker() -> redis.Redis:
+    """This process's client of the broker's Redis, to read its queues (not to consume)."""
+    return store.connect(settings().broker, max_connections=4)
+
+
+@functools.cache
 def reasoner() -> Reasoner:
     """This process's reasoner."""
     return get_reasoner(settings())

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.settings import Settings
-from schemas.tasks import DISTILL, FLUSH_BUFFERS, MERGE_QUEUE, STEP_PARAMS
+from schemas.tasks import DISTILL, FLUSH_BUFFERS, MERGE_QUEUE, STEP_PARAMS, SWEEP_OPEN
+from worker.ledger import CONFIRM_SECONDS
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
@@ -28,5 +29,11 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
             "task": FLUSH_BUFFERS,
             "schedule": settings.push_max_wait_seconds / 2,
             "options": {"queue": MERGE_QUEUE, "expires": settings.push_max_wait_seconds / 2},
+        },
+        # Send again batches the broker lost (a worker killed as it took the message).
+        "sweep-open-batches": {
+            "task": SWEEP_OPEN,
+            "schedule": max(CONFIRM_SECONDS, settings.ledger_check_after_seconds / 4),
+            "options": {"queue": MERGE_QUEUE, "expires": settings.ledger_check_after_seconds},
         },
     }

@@ -105,6 +105,28 @@ end
 return out
 """
 
+SIGHT_MISSING = """
+-- Record which old open batches a sweep found in no queue; return those seen missing before.
+-- KEYS[1] open since  KEYS[2] open missing
+-- ARGV[1] now (s)  ARGV[2] confirm after (s)  ARGV[3] n missing
+-- ARGV[4 .. 3+n] batch ids found missing  ARGV[4+n ..] batch ids found in a queue
+-- Returns the missing batch ids first sighted at least ARGV[2] seconds ago.
+local n, cutoff, out = tonumber(ARGV[3]), tonumber(ARGV[1]) - tonumber(ARGV[2]), {}
+for i = 4 + n, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
+for i = 4, 3 + n do
+  -- a batch merged since the sweep read the ledger is no longer open: not sighted
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    local first = redis.call('ZSCORE', KEYS[2], ARGV[i])
+    if not first then
+      redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+    elseif tonumber(first) <= cutoff then
+      out[#out + 1] = ARGV[i]
+    end
+  end
+end
+return out
+"""
+
 TOP_INSIGHTS = """
 -- The most frequent insights of each kind with their text, in one round trip.
 -- KEYS[1..6] insight zset, insight text hash, for each kind in keys.INSIGHT_KINDS
@@ -137,11 +159,18 @@ EPISODE_CONTEXT = """
 -- KEYS[1] current version  KEYS[2] params hash  KEYS[3] pending votes
 -- KEYS[4] the episode's merged marker  KEYS[5] version briefs  KEYS[6] evaluations
 -- KEYS[7..12] insight zset, insight text hash, for each kind in keys.INSIGHT_KINDS
--- ARGV[1] insights per kind  ARGV[2] versions in the trajectory
+-- KEYS[13] open batches  KEYS[14] open since  KEYS[15] open missing
+-- ARGV[1] insights per kind  ARGV[2] versions in the trajectory  ARGV[3] batch id
 -- Returns {merged 0|1, current version, flat params hash, pending vote JSONs,
 --          {brief, cases, sum} per version from the current one down,
 --          {text, count, ...} per insight kind}
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  -- merged already: a copy sent again after the merge closes its ledger entry here
+  redis.call('HDEL', KEYS[13], ARGV[3])
+  redis.call('ZREM', KEYS[14], ARGV[3])
+  redis.call('ZREM', KEYS[15], ARGV[3])
+end
 local trajectory = {}
 -- every new version becomes current, so the newest versions are current, current - 1, ...
 for v = current, math.max(current - tonumber(ARGV[2]) + 1, 0), -1 do
@@ -256,6 +285,15 @@ def claim_batches(
     return [bool(x) for x in _run(client, CLAIM_BATCHES, LEDGER_KEYS, args)]
 
 
+def sight_missing(
+    client: redis.Redis, missing: list[str], present: list[str], now: float, confirm: float
+) -> list[str]:
+    """Run SIGHT_MISSING: the ``missing`` batch ids also found missing ``confirm`` s before."""
+    args = [now, confirm, len(missing), *missing, *present]
+    return [str(x) for x in _run(client, SIGHT_MISSING, [keys.OPEN_SINCE, keys.OPEN_MISSING],
+                                 args)]
+
+
 def queue_top_insights(pipe: redis.client.Pipeline, k: int) -> None:
     """Queue TOP_INSIGHTS on a pipeline; parse its reply with ``parse_top_insights``."""
     _run(pipe, TOP_INSIGHTS, _INSIGHT_KEYS, [k])
@@ -290,9 +328,9 @@ def episode_context(client: Client, episode_id: str, top_k: int, versions: int
                     ) -> EpisodeContext:
     """Run EPISODE_CONTEXT: one round trip for everything an episode reads."""
     script_keys = [keys.PARAMS_CURRENT, keys.PARAMS, keys.PENDING, keys.merged(episode_id),
-                   keys.VERSION_BRIEFS, keys.EVALS, *_INSIGHT_KEYS]
+                   keys.VERSION_BRIEFS, keys.EVALS, *_INSIGHT_KEYS, *LEDGER_KEYS]
     merged, current, flat, votes, rows, *top = _run(client, EPISODE_CONTEXT, script_keys,
-                                                    [top_k, versions])
+                                                    [top_k, versions, episode_id])
     version = int(current)
     trajectory = [(version - i // 3, rows[i], int(rows[i + 1]), float(rows[i + 2]))
                   for i in range(0, len(rows), 3)]

@@ -19,7 +19,18 @@ from schemas.episode import ReasoningEpisode
 from schemas.errors import describe
 from schemas.failures import content_id
 from schemas.versions import Evaluation
-from worker import budget, deadletters, distill, episodes, reducer, runtime, store, versions
+from worker import (
+    budget,
+    deadletters,
+    distill,
+    episodes,
+    keys,
+    ledger,
+    reducer,
+    runtime,
+    store,
+    versions,
+)
 from worker.app import app
 from worker.reasoners.base import PermanentReasonerError, TransientReasonerError
 
@@ -36,7 +47,7 @@ class DeadLetterOnFailure(Task):  # type: ignore[misc]
                    einfo: Any) -> None:
         payload = args[0] if len(args or ()) == 1 and not kwargs else {
             "args": list(args or ()), "kwargs": dict(kwargs or {})}
-        letter_id = _batch_id(payload) if self.name == names.REASON_EPISODE else None
+        letter_id = _batch_id(self.name, payload)
         # if the store is down too, the ack most likely failed as well and the message
         # comes back after the visibility timeout; Celery has logged the failure
         with contextlib.suppress(redis.RedisError):
@@ -68,13 +79,14 @@ def reason_episode(self: Task, batch: Any) -> dict[str, Any]:
     try:
         episode = episodes.process(client, parsed, settings, runtime.reasoner())
     except budget.Paused as exc:
-        return _paused(batch, exc)
+        return _paused(batch, parsed.batch_id, exc)
     except (PermanentReasonerError, TransientReasonerError) as exc:
         return _give_up(batch, parsed.batch_id, f"reasoner gave up: {exc}")
     if episode is None:
         return {"status": "already-merged", "batch_id": parsed.batch_id}
     # a short argsrepr: Celery would pretty-print the whole episode into every message
     merge_insights.apply_async(args=[episode.model_dump(mode="json")],
+                               task_id=ledger.merge_task_id(parsed.batch_id),
                                argsrepr=f"<episode {episode.episode_id}>", kwargsrepr="{}")
     return {"status": "reasoned", "episode_id": episode.episode_id}
 
@@ -85,7 +97,8 @@ def merge_insights(episode: Any) -> dict[str, Any]:
     try:
         parsed = ReasoningEpisode.model_validate(episode)
     except ValidationError as exc:
-        return _dead(names.MERGE_INSIGHTS, episode, "invalid episode: " + "; ".join(describe(exc)))
+        return _dead(names.MERGE_INSIGHTS, episode, "invalid episode: " + "; ".join(describe(exc)),
+                     _batch_id(names.MERGE_INSIGHTS, episode))
     # the merge also clears a dead letter a redelivered copy of this batch may have left
     merged = reducer.merge(runtime.state(), parsed, runtime.settings())
     return {"status": "merged" if merged else "duplicate", "episode_id": parsed.episode_id}
@@ -134,14 +147,16 @@ def report_evaluation(evaluation: Any) -> dict[str, Any]:
     return {"status": status, "version": parsed.version}
 
 
-def _paused(batch: Any, exc: budget.Paused) -> dict[str, Any]:
+def _paused(batch: Any, batch_id: str, exc: budget.Paused) -> dict[str, Any]:
     """The daily budget is spent or the fleet's rate limit stays full: wait here a while,
     then put a fresh copy at the back of the queue. Waiting in the task (not as a Celery
     countdown) keeps the backlog in Redis: a worker holds one paused batch per slot, not
     every queued batch as an in-memory ETA task, and no retry count runs out. The wait
     stays far below the visibility timeout, or the broker would deliver the batch again."""
     time.sleep(min(exc.retry_after, runtime.settings().visibility_timeout / 4))
-    reason_episode.apply_async(args=[batch])
+    # the same task id: the ledger's sweep finds the copy in the queue by its batch id
+    reason_episode.apply_async(args=[batch], task_id=batch_id,
+                               argsrepr=f"<{names.REASON_EPISODE} {batch_id}>", kwargsrepr="{}")
     return {"status": "paused", "reason": exc.reason}
 
 
@@ -166,8 +181,13 @@ def _give_up(batch: Any, batch_id: str, reason: str) -> dict[str, Any]:
     return result
 
 
-def _batch_id(payload: Any) -> str | None:
-    """The batch id of a valid batch payload (its dead letter's id), else None."""
+def _batch_id(task: str, payload: Any) -> str | None:
+    """The batch id of a batch or episode payload (its dead letter's id), else None."""
+    if task == names.MERGE_INSIGHTS:  # filed under the batch id, the ledger forgets the batch
+        batch_id = payload.get("batch_id") if isinstance(payload, dict) else None
+        return batch_id if isinstance(batch_id, str) and len(batch_id) <= 128 else None
+    if task != names.REASON_EPISODE:
+        return None
     try:
         return episodes.parse_batch(payload, runtime.settings()).batch_id
     except (ValidationError, TypeError):
@@ -194,3 +214,20 @@ def flush_buffers() -> dict[str, Any]:
     from producer import push  # the producer's own pusher: batches are sent by task name
 
     return push.flush_due().as_dict()
+
+
+@app.task(name=names.SWEEP_OPEN, **RETRY)
+def sweep_open() -> dict[str, Any]:
+    """Send again the open batches the broker lost (in no queue on two sweeps)."""
+    from producer.api import Producer  # batches are sent by task name, as producers do
+
+    client, settings = runtime.state(), runtime.settings()
+    report, lost = ledger.find_lost(client, runtime.broker(), settings)
+    if lost:
+        producer = Producer(settings)
+        try:
+            report.resent = [e.batch_id for e in producer.enqueue_batches(lost, force=True)]
+        finally:
+            producer.close()
+        client.hincrby(keys.STATS, "batches_resent", len(report.resent))
+    return report.as_dict()

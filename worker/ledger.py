@@ -1,0 +1,130 @@
+"""The open-batch ledger: every batch the producer sent, until it is merged or dead-lettered.
+
+Celery's Redis transport can lose a message when a worker dies at the instant it takes
+one: BRPOP has removed it from the queue, and kombu has not yet recorded it among the
+unacknowledged messages that it restores. So the producer records each batch before
+sending it (``scripts.CLAIM_BATCHES``), the merge (``scripts.MERGE_EPISODE``), the episode
+reads of an already-merged batch and the dead-letter store clear it, and a beat task
+sweeps: a batch open longer than ``ledger_check_after_seconds`` that is in no queue and
+among no unacknowledged messages, on two sweeps at least ``CONFIRM_SECONDS`` apart, is sent
+again. Two sightings, because a message is briefly in neither place while a worker takes it.
+A batch sent again by mistake costs one more episode and changes nothing: its episode is
+merged once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+from pydantic import ValidationError
+
+from schemas.errors import describe
+from schemas.failures import FailureBatch
+from schemas.settings import Settings
+from schemas.tasks import EPISODE_QUEUE, MERGE_QUEUE, REASON_EPISODE
+from worker import keys, scripts
+
+CONFIRM_SECONDS = 5.0  # between the two sightings of a batch in no queue
+SWEEP_LIMIT = 1_000  # open batches one sweep looks at
+UNACKED = "unacked"  # kombu's hash of delivered, unacknowledged messages (its default name)
+MERGE_SUFFIX = ".merge"  # an episode's merge task id: its batch id and this
+
+
+@dataclass
+class SweepReport:
+    """What one sweep found: open batches old enough to check, missing ones, and re-sent."""
+
+    checked: int = 0
+    missing: int = 0
+    resent: list[str] = field(default_factory=list)
+    skipped: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as the sweep task's JSON result."""
+        return {"checked": self.checked, "missing": self.missing, "resent": self.resent,
+                "skipped": self.skipped}
+
+
+def merge_task_id(batch_id: str) -> str:
+    """The task id of a batch's merge message, so the sweep can find it in the merge queue."""
+    return batch_id + MERGE_SUFFIX
+
+
+def queue_clear(pipe: redis.client.Pipeline, batch_ids: list[str]) -> None:
+    """Queue the removal of ``batch_ids`` from the ledger on ``pipe``."""
+    if batch_ids:
+        pipe.hdel(keys.OPEN, *batch_ids)
+        pipe.zrem(keys.OPEN_SINCE, *batch_ids)
+        pipe.zrem(keys.OPEN_MISSING, *batch_ids)
+
+
+def open_count(client: redis.Redis) -> int:
+    """How many batches are sent and not yet merged or dead-lettered."""
+    return int(client.hlen(keys.OPEN))
+
+
+def find_lost(state: redis.Redis, broker: redis.Redis, settings: Settings,
+              now: float | None = None) -> tuple[SweepReport, list[FailureBatch]]:
+    """Open batches the broker lost (seen missing twice), for the caller to send again."""
+    now = time.time() if now is None else now
+    report = SweepReport()
+    old = cast(list[str], state.zrangebyscore(
+        keys.OPEN_SINCE, "-inf", now - settings.ledger_check_after_seconds, 0, SWEEP_LIMIT))
+    report.checked = len(old)
+    if not old:
+        return report, []
+    present = broker_ids(broker, settings.ledger_scan_limit)
+    if present is None:
+        report.skipped = f"more than {settings.ledger_scan_limit} messages queued"
+        return report, []
+    missing = [b for b in old if b not in present]
+    report.missing = len(missing)
+    confirmed = scripts.sight_missing(state, missing, [b for b in old if b in present], now,
+                                      CONFIRM_SECONDS)
+    return report, _payloads(state, confirmed)
+
+
+def broker_ids(broker: redis.Redis, limit: int) -> set[str] | None:
+    """Batch ids of every message queued or delivered on the service's queues (None when
+    more than ``limit`` are queued). Queues first, then the unacknowledged: a message moves
+    from a queue to the unacknowledged, so reading in that order sees it once or twice."""
+    queues = (EPISODE_QUEUE, MERGE_QUEUE)
+    pipe = broker.pipeline(transaction=False)
+    for queue in queues:
+        pipe.llen(queue)
+    if sum(pipe.execute()) > limit:
+        return None
+    raw = [m for q in queues for m in cast(list[str], broker.lrange(q, 0, limit))]
+    delivered = [json.loads(v)[0] for v in cast(list[str], broker.hvals(UNACKED))]
+    ids = {_message_id(json.loads(m)) for m in raw} | {_message_id(m) for m in delivered}
+    return {i.removesuffix(MERGE_SUFFIX) for i in ids if i}
+
+
+def _message_id(message: Any) -> str:
+    try:
+        return str(message["headers"]["id"])
+    except (KeyError, TypeError):  # not a Celery protocol-2 message
+        return ""
+
+
+def _payloads(state: redis.Redis, batch_ids: list[str]) -> list[FailureBatch]:
+    """The ledger's copies of ``batch_ids`` (a batch closed meanwhile is left out)."""
+    if not batch_ids:
+        return []
+    out = []
+    for batch_id, raw in zip(batch_ids, cast(list[str | None], state.hmget(keys.OPEN, batch_ids)),
+                             strict=True):
+        if raw is None:
+            continue
+        try:
+            out.append(FailureBatch.model_validate_json(raw))
+        except ValidationError as exc:  # only if the contract changed under the ledger
+            from worker import deadletters  # it imports this module
+
+            reason = "open batch no longer valid: " + "; ".join(describe(exc))
+            deadletters.add(state, REASON_EPISODE, json.loads(raw), reason, letter_id=batch_id)
+    return out
