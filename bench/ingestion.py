@@ -6,7 +6,9 @@
   every answer must be 202.
 - ``push`` from one process: ``Pusher.push(failure)`` in a loop (one validated failure per
   call, one thread), and the ``ripmap-optimizer push`` command streaming JSONL on stdin
-  (its rate from two input sizes, so start-up cancels).
+  (its rate from two input sizes, so start-up cancels). For these two, the CPU time per
+  failure of the pushing process and of Redis too: on a shared machine it moves much less
+  than the wall-clock rate does.
 - ``redis-benchmark -t lpush`` on the same server: with 50 clients (the server's capacity)
   and with 1 (one client's round-trip-bound rate).
 No worker runs: what is measured is acceptance; batches that fill are enqueued.
@@ -17,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import resource
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,19 @@ from tests.services import ROOT, broker_url, worker_env
 
 ROUNDS = 3
 CONNECTIONS = 32
+LOOP = "`Pusher.push(failure)`, one thread"
+CLI = "`ripmap-optimizer push` (JSONL on stdin)"
+
+
+@dataclass
+class CpuLog:
+    """Per measurement: CPU seconds per failure of the pushing process, and of Redis."""
+
+    rows: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+    def add(self, name: str, client: float, server: float, n: int) -> None:
+        """Record one measurement of ``n`` failures."""
+        self.rows.setdefault(name, []).append((client / n, server / n))
 
 
 def run(opts: Options) -> str:
@@ -52,14 +69,13 @@ def run(opts: Options) -> str:
     scale = 1 if opts.quick else 3
     load_before = loadavg()
     results: dict[str, list[float]] = {}
+    cpu = CpuLog()
     with private_redis() as url, _Api(url) as api:
         measures: dict[str, Callable[[str], float]] = {
             "HTTP, one failure per POST": lambda tag: _http(api.port, 1, 1_500 * scale, tag),
             "HTTP, 100 failures per POST": lambda tag: _http(api.port, 100, 80 * scale, tag),
-            "`Pusher.push(failure)`, one thread": lambda tag: _push_loop(url, 3_000 * scale,
-                                                                          tag),
-            "`ripmap-optimizer push` (JSONL on stdin)": lambda tag: _push_cli(url, 8_000 * scale,
-                                                                              tag),
+            LOOP: lambda tag: _push_loop(url, 3_000 * scale, tag, cpu),
+            CLI: lambda tag: _push_cli(url, 20_000 * scale, tag, cpu),
             "redis-benchmark LPUSH, 50 clients": lambda tag: _redis_benchmark(url, 50),
             "redis-benchmark LPUSH, 1 client": lambda tag: _redis_benchmark(url, 1),
         }
@@ -67,10 +83,11 @@ def run(opts: Options) -> str:
             for name, measure in measures.items():
                 state_client(url).flushall()
                 results.setdefault(name, []).append(measure(f"r{r}"))
-    return _report(opts, results, load_before)
+    return _report(opts, results, cpu, load_before)
 
 
-def _report(opts: Options, results: dict[str, list[float]], load_before: str) -> str:
+def _report(opts: Options, results: dict[str, list[float]], cpu: CpuLog,
+            load_before: str) -> str:
     lpush = results["redis-benchmark LPUSH, 50 clients"]
     lpush1 = results["redis-benchmark LPUSH, 1 client"]
     rows = []
@@ -88,7 +105,28 @@ def _report(opts: Options, results: dict[str, list[float]], load_before: str) ->
                "÷ LPUSH/s with 1 client"], rows),
         "Targets: single-failure HTTP POSTs ≥ 1,000/s on one process; `push` ≥ 10,000 "
         "failures/s.",
+        "CPU time per failure of the pushing process and of the Redis server, and the rate "
+        "they would allow if nothing else ran (one over their sum); the command's start-up "
+        "cancels as above:",
+        table(["what", "µs CPU per failure, pusher", "µs CPU per failure, Redis",
+               "failures/s if CPU-bound"], _cpu_rows(cpu)),
     ])
+
+
+def _cpu_rows(cpu: CpuLog) -> list[list[str]]:
+    rows = []
+    for name, values in cpu.rows.items():
+        client, server = [v[0] for v in values], [v[1] for v in values]
+        rows.append([name, stat([c * 1e6 for c in client]).fmt(1),
+                     stat([s * 1e6 for s in server]).fmt(1),
+                     stat([1 / (c + s) for c, s in values]).fmt(0)])
+    return rows
+
+
+def _redis_cpu(url: str) -> float:
+    """CPU seconds the Redis server has used so far."""
+    info = state_client(url).info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 # ---------------------------------------------------------------- HTTP
@@ -184,37 +222,44 @@ async def _request(port: int, method: bytes, path: str, body: bytes) -> tuple[in
 # ---------------------------------------------------------------- push
 
 
-def _push_loop(url: str, n: int, tag: str) -> float:
+def _push_loop(url: str, n: int, tag: str, cpu: CpuLog) -> float:
     from producer.push import Pusher
 
     records = failure_records(n, f"push-{tag}")
     pusher = Pusher(settings_for(url))
     try:
         pusher.push(failure_records(1, f"warm-{tag}")[0])
-        t0 = time.perf_counter()
+        t0, c0, s0 = time.perf_counter(), time.process_time(), _redis_cpu(url)
         for record in records:
             pusher.push(record)
-        return n / (time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        cpu.add(LOOP, time.process_time() - c0, _redis_cpu(url) - s0, n)
+        return n / elapsed
     finally:
         pusher.close()
 
 
-def _push_cli(url: str, n: int, tag: str) -> float:
+def _push_cli(url: str, n: int, tag: str, cpu: CpuLog) -> float:
     small = _time_cli(url, failure_records(100, f"cli-small-{tag}"))
     large = _time_cli(url, failure_records(n, f"cli-{tag}"))
-    return (n - 100) / (large - small)
+    cpu.add(CLI, large[1] - small[1], large[2] - small[2], n - 100)
+    return (n - 100) / (large[0] - small[0])
 
 
-def _time_cli(url: str, records: list[dict[str, Any]]) -> float:
+def _time_cli(url: str, records: list[dict[str, Any]]) -> tuple[float, float, float]:
+    """Wall seconds, the command's CPU seconds and Redis's, for pushing ``records``."""
     data = "".join(json.dumps(r) + "\n" for r in records).encode()
     exe = str(Path(sys.executable).parent / "ripmap-optimizer")
+    before, s0 = resource.getrusage(resource.RUSAGE_CHILDREN), _redis_cpu(url)
     t0 = time.perf_counter()
     done = subprocess.run([exe, "push"], input=data, env=worker_env(url), cwd=ROOT,
                           capture_output=True, check=False)
     elapsed = time.perf_counter() - t0
+    after, server = resource.getrusage(resource.RUSAGE_CHILDREN), _redis_cpu(url) - s0
     if done.returncode != 0 or f"{len(records)} failures pushed".encode() not in done.stdout:
         raise RuntimeError(f"push failed: {done.stdout[-500:]!r} {done.stderr[-1500:]!r}")
-    return elapsed
+    used = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return elapsed, used, server
 
 
 # ---------------------------------------------------------------- redis-benchmark

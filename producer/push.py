@@ -13,6 +13,9 @@ Guarantee: at least once into the queue, exactly once into the scratchpad.
   ``push_resend_after_seconds``. A pusher that died after sending but before confirming
   gets its batch sent twice: the worker merges an episode id (the batch id) once, so the
   duplicate costs one reasoning call and changes nothing.
+- The batches one call takes (a push, a flush) are enqueued as one group (one claim, one
+  broker pipeline) and confirmed together; if the group's enqueue fails, all of its
+  batches stay pending, and their receipts say so.
 - What Redis holds survives a Redis restart only with persistence on (AOF).
 """
 
@@ -75,33 +78,43 @@ class Pusher:
         return self.push_valid(validate_failures(list(failures)))
 
     def push_valid(self, failures: list[RankingFailure]) -> list[PushReceipt]:
-        """Push validated failures atomically (one transaction); one receipt each, in order."""
+        """Push validated failures atomically (one transaction); one receipt each, in order.
+
+        Every batch they fill is enqueued in one group (one claim, one broker pipeline)."""
         groups: dict[str, list[int]] = {}
         for i, failure in enumerate(failures):
             groups.setdefault(failure.repo_context.name, []).append(i)
         items = {repo: [failures[i].model_dump_json() for i in idx] for repo, idx in groups.items()}
+        takes = self._take(items)
+        sent = iter(self._send([pair for _, taken in takes for pair in taken]))
         receipts: dict[int, PushReceipt] = {}
-        for (repo, idx), (before, taken) in zip(groups.items(), self._take(items), strict=True):
-            for i, receipt in zip(idx, self._receipts(repo, before, len(idx), taken), strict=True):
+        for (repo, idx), (before, taken) in zip(groups.items(), takes, strict=True):
+            mine = [next(sent) for _ in taken]
+            for i, receipt in zip(idx, self._receipts(repo, before, len(idx), mine), strict=True):
                 receipts[i] = receipt
         return [receipts[i] for i in range(len(failures))]
 
-    def _take(self, items: dict[str, list[str]]) -> list[scripts.Taken]:
-        """Append each repository's items and take its full batches, all in one transaction."""
-        size, now = self.settings.batch_size, time.time()
+    def _take(self, items: dict[str, list[str]], flush_cutoff: float | None = None,
+              now: float | None = None) -> list[scripts.Taken]:
+        """Append each repository's items and take its full batches (and, with
+        ``flush_cutoff``, the partial rest of a due one), all in one transaction."""
+        size, now = self.settings.batch_size, time.time() if now is None else now
         if len(items) == 1:  # one script call is atomic by itself
             repo, values = next(iter(items.items()))
-            return [scripts.push_take(self.client, repo, values, batch_size=size, now=now)]
+            return [scripts.push_take(self.client, repo, values, batch_size=size, now=now,
+                                      flush_cutoff=flush_cutoff)]
         pipe = self.client.pipeline(transaction=True)
         for repo, values in items.items():
-            scripts.queue_push_take(pipe, repo, values, batch_size=size, now=now)
+            scripts.queue_push_take(pipe, repo, values, batch_size=size, now=now,
+                                    flush_cutoff=flush_cutoff)
         return [scripts.parse_taken(raw) for raw in pipe.execute()]
 
     def _receipts(
-        self, repo: str, before: int, count: int, taken: list[tuple[str, str]]
+        self, repo: str, before: int, count: int, sent: list[tuple[str | None, PushState]]
     ) -> list[PushReceipt]:
-        """Enqueue what was taken; then say where each of the ``count`` appended items went."""
-        size, sent = self.settings.batch_size, self._send(taken)
+        """Where each of the ``count`` items appended after ``before`` went, given how the
+        batches taken from the buffer were sent."""
+        size = self.settings.batch_size
         out = []
         for at in range(before, before + count):  # the item's index in the buffer as appended
             if at // size < len(sent):
@@ -118,10 +131,11 @@ class Pusher:
         now = time.time() if now is None else now
         cutoff = now if everything else now - self.settings.push_max_wait_seconds / 2
         report = FlushReport()
-        for repo in store.due_push_repos(self.client, cutoff):
-            _, taken = scripts.push_take(self.client, repo, [], batch_size=self.settings.batch_size,
-                                         now=now, flush_cutoff=cutoff)
-            self._tally(report.batches, report, self._send(taken))
+        due = store.due_push_repos(self.client, cutoff)
+        if due:
+            takes = self._take({repo: [] for repo in due}, flush_cutoff=cutoff, now=now)
+            self._tally(report.batches, report,
+                        self._send([pair for _, taken in takes for pair in taken]))
         stale_cutoff = now - self.settings.push_resend_after_seconds
         stale = scripts.claim_stale_batches(self.client, stale_cutoff, now, STALE_CLAIM_LIMIT)
         self._tally(report.resent, report, self._send(stale, resend=True))
@@ -134,9 +148,12 @@ class Pusher:
     def _send(
         self, taken: list[tuple[str, str]], *, resend: bool = False
     ) -> list[tuple[str | None, PushState]]:
-        """Enqueue taken batches and confirm each that was sent; ``(batch id, state)`` each."""
-        results: list[tuple[str | None, PushState]] = []
+        """Enqueue taken batches as one group and confirm them all; ``(batch id, state)``
+        each, in order. If the group's enqueue fails, every batch in it stays pending."""
+        if not taken:
+            return []
         done: list[str] = []
+        group: list[tuple[str, FailureBatch]] = []
         for token, raw in taken:
             try:
                 batch = FailureBatch.model_validate_json(raw)
@@ -144,27 +161,23 @@ class Pusher:
                 reason = "pushed batch no longer valid: " + "; ".join(describe(exc))
                 deadletters.add(self.client, tasks.REASON_EPISODE, raw, reason)
                 done.append(token)
-                results.append((None, "pending"))
                 continue
+            group.append((token, batch))
+        state: PushState = "enqueued"
+        if group:
             try:
-                self._enqueue(batch, resend)
+                # a stale batch's pusher may have claimed its id and died before sending: the
+                # dedupe marker cannot tell, so a re-send goes regardless (merged once)
+                self.producer.enqueue_batches([b for _, b in group], force=resend)
             except Exception:
-                log.warning("enqueue of batch %s failed; the flusher re-sends it", batch.batch_id,
-                            exc_info=True)
-                results.append((batch.batch_id, "pending"))
-                continue
-            done.append(token)
-            results.append((batch.batch_id, "enqueued"))
+                log.warning("enqueue of %d batches failed; the flusher re-sends them",
+                            len(group), exc_info=True)
+                state = "pending"
+            else:
+                done += [token for token, _ in group]
+        ids = {token: batch.batch_id for token, batch in group}
         store.ack_pushed(self.client, done)
-        return results
-
-    def _enqueue(self, batch: FailureBatch, resend: bool) -> None:
-        if not resend:
-            self.producer.enqueue_batch(batch)
-            return
-        # A stale batch's pusher may have claimed the batch id and died before sending:
-        # the dedupe marker cannot tell, so send regardless (the worker merges it once).
-        self.producer.enqueue_batches([batch], force=True)
+        return [(ids[t], state) if t in ids else (None, "pending") for t, _ in taken]
 
     @staticmethod
     def _tally(

@@ -30,7 +30,7 @@ from schemas import tasks
 from schemas.settings import Settings
 from tests.factories import failure
 from tests.services import ROOT, database, wait_until, worker_env
-from worker import scripts, store
+from worker import keys, scripts, store
 
 REPOS = ["alpha", "beta", "gamma"]
 
@@ -155,6 +155,62 @@ def test_a_failed_enqueue_leaves_the_batch_pending_for_the_flusher(
     report = pusher_for(push_settings).flush(now=time.time() + 3_600)
     assert report.resent == [receipts[1].batch_id]
     assert [queries(b) for b in sent(broker)] == [[failure(1)["query"], failure(2)["query"]]]
+
+
+def test_a_push_filling_many_batches_enqueues_each_exactly_once(
+    push_settings: Settings, client: redis.Redis, broker: redis.Redis
+) -> None:
+    pusher = pusher_for(push_settings, batch_size=2)
+    # 14, 14 and 13 failures: 20 full batches in one call, and one failure left over
+    records = [failure(i, repo_context={"name": REPOS[i % 3]}) for i in range(41)]
+    receipts = pusher.push_many(records)
+    enqueued = [r for r in receipts if r.state == "enqueued"]
+    ids = list(dict.fromkeys(r.batch_id for r in enqueued))
+    assert len(enqueued) == 40 and len(ids) == 20
+    assert [(r.repo, r.state, r.position) for r in receipts if r.state != "enqueued"] == [
+        ("gamma", "buffered", 1)]
+    batches = sent(broker)
+    assert broker.llen(tasks.EPISODE_QUEUE) == len(batches) == 20
+    by_query = {rec["query"]: r.batch_id for r, rec in zip(receipts, records, strict=True)}
+    for batch in batches:  # each batch once, holding exactly the failures its receipts name
+        assert len(batch["failures"]) == 2
+        assert len({by_query[q] for q in queries(batch)}) == 1
+    assert sorted(client.hkeys(keys.OPEN)) == sorted(ids)  # the ledger: each batch once
+    assert store.push_backlog(client) == ({"gamma": 1}, 0)
+
+
+def test_a_flush_over_many_repositories_enqueues_their_partial_batches_together(
+    push_settings: Settings, client: redis.Redis, broker: redis.Redis
+) -> None:
+    pusher = pusher_for(push_settings, batch_size=5)
+    pusher.push_many([failure(i, repo_context={"name": repo}) for i, repo in enumerate(REPOS)])
+    report = pusher.flush(everything=True)
+    assert len(report.batches) == 3 and report.failed == 0
+    assert sorted(b["failures"][0]["repo_context"]["name"] for b in sent(broker)) == REPOS
+    assert store.push_backlog(client) == ({}, 0)
+
+
+def test_a_failed_group_enqueue_leaves_all_its_batches_pending_for_the_flusher(
+    push_settings: Settings, client: redis.Redis, broker: redis.Redis
+) -> None:
+    dead_broker = f"redis://127.0.0.1:{free_port()}/0"
+    cut_off = pusher_for(push_settings, batch_size=2, broker_url=dead_broker)
+    records = [failure(i, repo_context={"name": REPOS[i % 2]}) for i in range(9)]
+    receipts = cut_off.push_many(records)
+    pending = list(dict.fromkeys(r.batch_id for r in receipts if r.state == "pending"))
+    assert [r.state for r in receipts] == ["pending"] * 8 + ["buffered"]
+    assert len(pending) == 4 and None not in pending
+    assert store.push_backlog(client) == ({REPOS[0]: 1}, 4) and sent(broker) == []
+
+    working = pusher_for(push_settings, batch_size=2)
+    report = working.flush(now=time.time() + 3_600)  # past the resend delay, and the wait
+    assert sorted(report.resent) == sorted(pending) and report.failed == 0
+    resent = [b for b in sent(broker) if len(b["failures"]) == 2]
+    assert len(resent) == 4
+    assert Counter(q for b in resent for q in queries(b)) == Counter(
+        r["query"] for r in records[:8])
+    assert store.push_backlog(client) == ({}, 0)
+    assert working.flush(now=time.time() + 7_200).resent == []  # re-sent once
 
 
 # --- concurrency -----------------------------------------------------------------------
@@ -295,3 +351,21 @@ def test_cli_push_streams_each_line_and_skips_bad_ones(
     assert flush.returncode == 0
     assert queries(sent(broker)[-1]) == [failure(4)["query"]]
     assert store.push_backlog(client) == ({}, 0)
+
+
+def test_cli_push_enqueues_each_batch_of_a_large_input_once(
+    client: redis.Redis, broker: redis.Redis, redis_url: str
+) -> None:
+    # written at once: read in large chunks (the pipe is widened), many batches per chunk
+    records = [failure(i, repo_context={"name": REPOS[i % 3]}) for i in range(3_001)]
+    proc = cli_push(redis_url)
+    output, errors = proc.communicate(b"".join(json.dumps(r).encode() + b"\n" for r in records),
+                                      timeout=120)
+    assert proc.returncode == 0, errors.decode()
+    assert b"3001 failures pushed, 1500 batches enqueued" in output
+    batches = sent(broker)
+    assert len(batches) == broker.llen(tasks.EPISODE_QUEUE) == 1_500
+    # every failure once, but the last of alpha's 1,001, still buffered
+    assert Counter(q for b in batches for q in queries(b)) == Counter(
+        r["query"] for r in records[:3_000])
+    assert store.push_backlog(client) == ({"alpha": 1}, 0)
