@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from worker.reasoners.parsing import extract_json, parse_answer, parse_wisdom
+from schemas.limits import MAX_REASONING_CHARS
+from worker.reasoners import parsing
+from worker.reasoners.parsing import extract_json, json_candidates, parse_answer, parse_wisdom
 
 SEED = """## Diagnosis
 Root files dominate the top ranks.
@@ -128,6 +134,17 @@ CASES: dict[str, Case] = {
         'Weights {like these are odd. JSON: {"diagnosis": "x", "proposed_changes": '
         '[["depth_weight_deep", "increase", "small"]], "confidence": 0.6}',
         [("depth_weight_deep", "increase", "small")], 0.6),
+    "an escaped quote and a brace inside a string": Case(
+        r'My answer: {"diagnosis": "a \"{\" in the query", "proposed_changes": '
+        r'[["focus_decay", "increase", "small"]], "confidence": 0.6}',
+        [("focus_decay", "increase", "small")], 0.6, diagnosis='a "{" in the query'),
+    "an unclosed brace and a stray quote in the prose": Case(
+        'Weights {like 5" screens. {"diagnosis": "x", "proposed_changes": '
+        '[["depth_weight_deep", "increase", "small"]], "confidence": 0.6}',
+        [("depth_weight_deep", "increase", "small")], 0.6),
+    "a closing parenthesis and quotes come off the rationale": Case(
+        '## Proposed Changes\n- focus_decay: increase small ("keep weight one hop out")  \n'
+        "## Confidence\n0.5", [("focus_decay", "increase", "small")], 0.5),
     "section aliases": Case(
         "## Proposed Parameter Changes\n- depth_weight_deep: increase large\n"
         "## Overall Confidence\n0.9", [("depth_weight_deep", "increase", "large")], 0.9),
@@ -194,3 +211,150 @@ def test_invalid_wisdom_is_none(text: str) -> None:
 
 def test_extract_json_without_keys_takes_the_last_top_level_object() -> None:
     assert extract_json('first {"a": 1} then {"b": {"c": 2}}') == {"b": {"c": 2}}
+
+
+def test_rationale_loses_only_the_closing_parenthesis() -> None:
+    answer, _ = parse_answer(CASES["a closing parenthesis and quotes come off the rationale"].text)
+    assert answer is not None
+    assert answer.proposed_changes[0].rationale == "keep weight one hop out"
+
+
+# Hostile answers of the largest size kept (answers are untrusted model output): each must
+# be read in time linear in its length; the pytest timeout catches a quadratic regression.
+N = MAX_REASONING_CHARS
+
+
+def _fill(unit: str, head: str = "", tail: str = "") -> str:
+    body = N - len(head) - len(tail)
+    return head + (unit * (body // len(unit) + 1))[:body] + tail
+
+
+HOSTILE_UNREADABLE = {
+    "open braces": _fill("{"),
+    "open objects": _fill('{"a": '),
+    "open strings in braces": _fill('{"'),
+    "escaped quotes in braces": _fill('{"\\"'),
+    "open braces after JSON:": _fill("{", head="JSON: "),
+    "opening fences": _fill("```{"),
+    "opening json fences": _fill("```json\n{ "),
+    "many empty fenced objects": _fill("```{}```"),
+    "many empty objects": _fill("{} "),
+    "deep nesting": '{"a":' + "[" * (N // 2 - 4) + "]" * (N // 2 - 4) + "}",
+    "a heading then spaces": _fill(" ", head="## a", tail="x"),
+    "a bold label then spaces": _fill(" ", head="**a", tail="x"),
+    "list markers": _fill("- 1."),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_UNREADABLE))
+def test_hostile_answers_of_maximum_size_are_unreadable(name: str) -> None:
+    text = HOSTILE_UNREADABLE[name]
+    assert len(text) >= N - 8
+    assert parse_answer(text) == (None, 0)
+    assert parse_wisdom(text) is None
+
+
+def test_hostile_sections_of_maximum_size_still_parse() -> None:
+    text = (_fill(" ", head="## Diagnosis:  vendor leak", tail="!\n")
+            + _fill(" ", head="## Proposed Changes\n- focus_decay: increase small", tail="\n")
+            + "## Confidence\n" + "1" * N + "\n/10")
+    answer, dropped = parse_answer(text)
+    assert answer is not None
+    assert answer.diagnosis.startswith("vendor leak") and answer.diagnosis.endswith("!")
+    assert [c.param for c in answer.proposed_changes] == []  # out-of-range confidence drops it
+    assert (answer.confidence, dropped) == (0.0, 1)
+
+
+def test_only_the_first_proposals_are_validated_the_rest_count_as_dropped() -> None:
+    change = '["focus_decay", "increase", "small"]'
+    text = '{"proposed_changes": [' + ", ".join([change] * 10_000) + '], "confidence": 0.5}'
+    answer, dropped = parse_answer(text)
+    assert answer is not None
+    assert len(answer.proposed_changes) == 1
+    assert dropped == 9_999
+
+
+class _CountingPattern:
+    """A compiled pattern that counts the tokens its ``finditer`` yields."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern, self.tokens = pattern, 0
+
+    def finditer(self, text: str, pos: int = 0) -> Iterator[re.Match[str]]:
+        for match in self.pattern.finditer(text, pos):
+            self.tokens += 1
+            yield match
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_UNREADABLE))
+def test_work_is_linear_in_the_answer_length(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = HOSTILE_UNREADABLE[name]
+    counting = _CountingPattern(parsing._JSON_TOKEN)
+    monkeypatch.setattr(parsing, "_JSON_TOKEN", counting)
+    candidates = json_candidates(text)
+    # at most three scans over the text (two for the top-level objects, one for JSON:) ...
+    assert counting.tokens <= 3 * len(text)
+    # ... and one decode per candidate: a bounded number of spans, none decoded twice
+    assert len(candidates) <= 1 + 2 * parsing._MAX_CANDIDATES
+    assert len(set(candidates)) == len(candidates)
+    assert sum(map(len, candidates)) <= 3 * len(text)
+
+
+def _reference_objects(text: str) -> list[str]:
+    """Top-level objects as a scan restarted at every unclosed brace finds them (quadratic:
+    short texts only)."""
+    out, start = [], text.find("{")
+    while start != -1:
+        end = _reference_close(text, start)
+        if end == -1:
+            start = text.find("{", start + 1)
+        else:
+            out.append(text[start : end + 1])
+            start = text.find("{", end + 1)
+    return out
+
+
+def _reference_close(text: str, start: int) -> int:
+    depth, in_string = 0, False
+    for i in range(start, len(text)):
+        if in_string:
+            in_string = text[i] != '"'
+        elif text[i] == '"':
+            in_string = True
+        elif text[i] in "{}":
+            depth += 1 if text[i] == "{" else -1
+            if depth == 0:
+                return i
+    return -1
+
+
+prose_with_braces = st.text(alphabet='{}" a:1,', max_size=40)
+
+
+@settings(max_examples=400, deadline=None)
+@given(prose_with_braces)
+def test_objects_are_those_a_scan_from_every_brace_finds(text: str) -> None:
+    expected = list(dict.fromkeys(reversed(_reference_objects(text)[-parsing._MAX_CANDIDATES:])))
+    assert json_candidates(text) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet='{}"\\ a:1,`[]\n#*-', max_size=60).map(lambda t: "```json " + t))
+def test_fenced_objects_are_those_the_lazy_regex_finds(text: str) -> None:
+    found = re.findall(r"```(?:json)?\s*(\{.*?\})\s*```", text, re.DOTALL)
+    assert parsing._fenced_objects(text) == found[: parsing._MAX_CANDIDATES]
+
+
+json_like = st.lists(st.sampled_from(
+    ['{', '}', '"', '\\', ' ', ':', ',', '[', ']', '```', 'JSON:', '\n', '## Confidence\n',
+     '## Proposed Changes\n', '- focus_decay: increase small', '0.5', '/10', '**', '(', ')',
+     '"diagnosis"', '"confidence"', '"proposed_changes"', '"presets"', 'NaN', '1e999']),
+    max_size=40).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300) | json_like)
+def test_parsing_never_raises(text: str) -> None:
+    parse: Callable[[str], object]
+    for parse in (parse_answer, parse_wisdom, extract_json):
+        parse(text)

@@ -10,18 +10,22 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import deque
 from typing import Any
 
 from pydantic import ValidationError
 
 from schemas.episode import ProposedChange, ReasonerAnswer
+from schemas.limits import MAX_ITEMS
 from schemas.wisdom import WisdomDraft
 from worker import stepping
 
+# Every pattern here runs in time linear in its input (answers are untrusted text): no
+# quantified parts that can match the same characters as a neighbour.
 # "## Title" or "## Title: inline text" (any title ends the previous section) ...
-_HEADING = re.compile(r"^\s*#{1,4}\s*(?P<title>[A-Za-z][A-Za-z ]*?)\s*(?::\s*(?P<inline>.*?))?\s*$")
+_HEADING_START = re.compile(r"\s*#{1,4}\s*(?=[A-Za-z])")
 # ... or "**Title:** text", "**Title: text**", "Title: text" (known titles only)
-_LABEL = re.compile(r"^(?P<title>[A-Za-z][A-Za-z ]*?)\s*(?:(?P<colon>:)\s*(?P<inline>.*?))?\s*$")
+_TITLE = re.compile(r"[A-Za-z][A-Za-z ]*")
 _KNOWN_SECTIONS = ("diagnosis", "parameter interactions", "proposed changes",
                    "structural insights", "confidence")
 _SECTION_ALIASES = {
@@ -33,15 +37,23 @@ _SECTION_ALIASES = {
     "confidence level": "confidence",
     "overall confidence": "confidence",
 }
+# The rationale is the rest of the line; a closing ")" and the quotes come off in _rationale.
 _CHANGE_LINE = re.compile(
-    r"^[\s\-*•\d.)]*`?\*{0,2}(?P<param>[A-Za-z_]\w*)\*{0,2}`?\s*[:=\-–—]+\s*"
+    r"[\s\-*•\d.)]*`?\*{0,2}(?P<param>[A-Za-z_]\w*)\*{0,2}`?\s*[:=\-–—]+\s*"
     r"(?P<direction>increase|decrease|raise|lower)\s*(?P<magnitude>small|medium|large)?"
-    r"[\s:,\-–—(]*(?P<rationale>.*?)\)?\s*$",
+    r"[\s:,\-–—(]*(?P<rationale>.*)",
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?%?|nan|inf", re.IGNORECASE)
-_SCALE = re.compile(r"(?P<value>\d+(?:\.\d+)?)\s*/\s*(?P<of>10|1|100)\b")
+# Starts only where a run of digits starts, so a long run is not rescanned from each digit.
+_SCALE = re.compile(r"(?<!\d)(?P<value>\d+(?:\.\d+)?)\s*/\s*(?P<of>10|1|100)\b")
+# A JSON string (to the end of the text when unterminated) or a brace.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[{}]', re.DOTALL)
+_FENCE_OPEN = re.compile(r"```(?:json)?\s*\{")
+_FENCE_CLOSE = re.compile(r"\}\s*```")
 _DIRECTION_SYNONYMS = {"raise": "increase", "lower": "decrease"}
+_MAX_CANDIDATES = 20  # fenced and top-level objects tried each (an answer has one or two)
+_MAX_PROPOSALS = MAX_ITEMS  # proposals validated; any more are counted as dropped
 
 
 _ANSWER_KEYS = ("diagnosis", "param_interactions", "proposed_changes", "structural_insights",
@@ -74,11 +86,13 @@ def parse_wisdom(text: str) -> WisdomDraft | None:
 def extract_json(text: str, keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """The JSON object after ``JSON:``, in a code fence, or the last top-level one; with
     ``keys``, the first such object having any of them (an example or a nested object
-    elsewhere in the text is not mistaken for the answer)."""
-    for candidate in _json_candidates(text):
+    elsewhere in the text is not mistaken for the answer). Linear in the length of ``text``:
+    at most ``1 + 2 * _MAX_CANDIDATES`` spans are decoded, and they do not overlap within
+    each kind."""
+    for candidate in json_candidates(text):
         try:
             value = json.loads(_strip_trailing_commas(candidate))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting too deep
             continue
         if isinstance(value, dict) and (not keys or any(k in value for k in keys)):
             return value
@@ -104,46 +118,95 @@ def answer_from_dict(data: dict[str, Any]) -> tuple[ReasonerAnswer | None, int]:
     return answer, dropped + len(changes) - len(answer.proposed_changes)
 
 
-def _json_candidates(text: str) -> list[str]:
+def json_candidates(text: str) -> list[str]:
+    """The spans ``extract_json`` tries, in order and without repeats: the object after
+    ``JSON:``, the first fenced objects, then the last top-level objects, last first."""
+    closes = _brace_pairs(text)
     out = []
     marker = re.search(r"JSON\s*:\s*", text)
     if marker:
-        out.append(_balanced(text, marker.end()))
-    out += re.findall(r"```(?:json)?\s*(\{.*?\})\s*```", text, re.DOTALL)
-    out += reversed(_top_level_objects(text))
-    return [c for c in out if c]
+        out.append(_balanced(text, marker.end(), closes))
+    out += _fenced_objects(text)
+    out += reversed(_top_level_objects(text, closes))
+    return list(dict.fromkeys(c for c in out if c))
 
 
-def _top_level_objects(text: str, limit: int = 20) -> list[str]:
-    """Balanced ``{...}`` spans not nested in one another, left to right."""
+def _fenced_objects(text: str, limit: int = _MAX_CANDIDATES) -> list[str]:
+    """The first ``limit`` objects in code fences: from an opening fence (optionally
+    ``json``) and ``{`` to the first ``}`` that a closing fence follows. Each part of the text
+    is searched once (a regex with a lazy ``.*?`` between the fences rescans the rest of the
+    text from every opening fence)."""
     out: list[str] = []
-    start = text.find("{")
-    while start != -1 and len(out) < limit:
-        span = _balanced(text, start)
-        if span:
-            out.append(span)
-            start = text.find("{", start + len(span))
-        else:  # an unclosed brace in prose: look past it
-            start = text.find("{", start + 1)
+    pos = 0
+    while len(out) < limit:
+        opening = _FENCE_OPEN.search(text, pos)
+        closing = opening and _FENCE_CLOSE.search(text, opening.end())
+        if not opening or not closing:  # no closing fence after this one: none after a later
+            break
+        out.append(text[opening.end() - 1 : closing.start() + 1])
+        pos = closing.end()
     return out
 
 
-def _balanced(text: str, start: int) -> str:
-    """The ``{...}`` starting at or after ``start``, braces balanced outside strings."""
+def _top_level_objects(text: str, closes: dict[int, int],
+                       limit: int = _MAX_CANDIDATES) -> list[str]:
+    """The last ``limit`` balanced ``{...}`` spans not nested in one another, left to right;
+    a brace that is never closed is passed over."""
+    spans: deque[tuple[int, int]] = deque(maxlen=limit)
+    end = -1
+    for begin in sorted(closes):
+        if begin > end and closes[begin] != -1:
+            end = closes[begin]
+            spans.append((begin, end))
+    return [text[begin : end + 1] for begin, end in spans]
+
+
+def _balanced(text: str, start: int, closes: dict[int, int]) -> str:
+    """The ``{...}`` starting at the first brace at or after ``start``, or ""."""
     begin = text.find("{", start)
-    depth, in_string, escaped = 0, False, False
-    for i in range(max(begin, 0), len(text)):
-        ch = text[i]
-        if in_string:
-            escaped = ch == "\\" and not escaped
-            in_string = not (ch == '"' and not escaped)
-        elif ch == '"':
-            in_string = True
-        elif ch in "{}":
-            depth += 1 if ch == "{" else -1
-            if depth == 0:
-                return text[begin : i + 1]
-    return ""
+    if begin == -1:
+        return ""
+    if begin not in closes:  # inside a string for both scans of the whole text
+        closes = {}
+        _pair_braces(text, begin, closes)
+    end = closes[begin]
+    return text[begin : end + 1] if end != -1 else ""
+
+
+def _brace_pairs(text: str) -> dict[int, int]:
+    """``{open brace: its closing brace, or -1}``, each as a scan for balanced braces that
+    starts at that brace (tracking strings from there) would find it.
+
+    One scan settles every brace it meets outside a string. A second one, started at the first
+    brace the first meets inside a string, reads quotes the opposite way until an escaped
+    quote brings the two into step: together they settle every brace when the prose has no
+    backslashes; a brace both meet inside a string is left out. (Restarting a scan at every
+    unclosed brace instead is quadratic in the length of the text.)"""
+    closes: dict[int, int] = {}
+    first = text.find("{")
+    if first != -1:
+        inside = _pair_braces(text, first, closes)
+        if inside != -1:
+            _pair_braces(text, inside, closes)
+    return closes
+
+
+def _pair_braces(text: str, start: int, closes: dict[int, int]) -> int:
+    """Record in ``closes`` the pairs that one scan from ``start`` finds; return the first brace
+    it meets inside a string, or -1."""
+    stack: list[int] = []
+    inside = -1
+    for token in _JSON_TOKEN.finditer(text, start):
+        at = token.start()
+        if text[at] == "{":
+            stack.append(at)
+            closes[at] = -1
+        elif text[at] == "}":
+            if stack:
+                closes[stack.pop()] = at
+        elif inside == -1:
+            inside = text.find("{", at, token.end())
+    return inside
 
 
 def _strip_trailing_commas(candidate: str) -> str:
@@ -169,15 +232,30 @@ def _sections(text: str) -> dict[str, str]:
 
 def _section_title(line: str) -> tuple[str | None, str]:
     """``(title, text on the same line)`` when ``line`` starts a section, else ``(None, "")``."""
-    m = _HEADING.match(line)
-    if m:
-        return _canonical(m["title"]), m["inline"] or ""
+    heading = _HEADING_START.match(line)
+    titled = _titled(line[heading.end():]) if heading else None
+    if titled:
+        return _canonical(titled[0]), titled[2]
     stripped = line.strip()
     bold = stripped.startswith(("**", "__"))
-    m = _LABEL.match(stripped.replace("**", "").replace("__", ""))
-    if m and (bold or m["colon"]) and _canonical(m["title"]) in _KNOWN_SECTIONS:
-        return _canonical(m["title"]), m["inline"] or ""
+    titled = _titled(stripped.replace("**", "").replace("__", ""))
+    if titled and (bold or titled[1]) and _canonical(titled[0]) in _KNOWN_SECTIONS:
+        return _canonical(titled[0]), titled[2]
     return None, ""
+
+
+def _titled(text: str) -> tuple[str, bool, str] | None:
+    """``(title, has a colon, inline text)`` when ``text`` is ``Title`` or ``Title: inline``
+    (a title of letters and spaces), else None."""
+    title = _TITLE.match(text)
+    if title is None:
+        return None
+    rest = text[title.end():].lstrip()
+    if not rest:
+        return title.group(), False, ""
+    if rest[0] != ":":
+        return None
+    return title.group(), True, rest[1:].strip()
 
 
 def _canonical(title: str) -> str:
@@ -191,7 +269,7 @@ def _dict_from_sections(sections: dict[str, str]) -> dict[str, Any]:
         m = _CHANGE_LINE.match(line)
         if m:
             changes.append([m["param"], m["direction"], m["magnitude"] or "medium",
-                            m["rationale"].strip().strip('"“”')])
+                            _rationale(m["rationale"])])
     return {
         "diagnosis": sections.get("diagnosis", ""),
         "param_interactions": _lines(sections.get("parameter interactions", "")),
@@ -199,6 +277,12 @@ def _dict_from_sections(sections: dict[str, str]) -> dict[str, Any]:
         "structural_insights": _lines(sections.get("structural insights", "")),
         "confidence": sections.get("confidence"),
     }
+
+
+def _rationale(rest: str) -> str:
+    """The rest of a change line without a closing ")" and the quotes around it."""
+    rest = rest.rstrip()
+    return rest.removesuffix(")").strip().strip('"“”')
 
 
 def _lines(block: str) -> list[str]:
@@ -212,8 +296,8 @@ def _changes(raw: Any) -> tuple[list[ProposedChange], int]:
                else [k, v] for k, v in raw.items()]
     if not isinstance(raw, list):
         return [], 0
-    out, dropped = [], 0
-    for item in raw:
+    out, dropped = [], max(len(raw) - _MAX_PROPOSALS, 0)
+    for item in raw[:_MAX_PROPOSALS]:
         change = _change(item)
         if change is None:
             dropped += 1
