@@ -27,3 +27,7 @@ TASK_QUEUES[FLUSH_BUFFERS] = MERGE_QUEUE
 # Re-sends batches the broker lost (worker.ledger): sent, not merged, and in no queue.
 SWEEP_OPEN = "ripmap.sweep_open"
 TASK_QUEUES[SWEEP_OPEN] = MERGE_QUEUE
+
+# Drains the reducer's inbox (worker.inbox): episodes reasoned and waiting to be merged.
+MERGE_PENDING = "ripmap.merge_pending"
+TASK_QUEUES[MERGE_PENDING] = MERGE_QUEUE

@@ -91,6 +91,11 @@ TASKS: dict[str, TaskSpec] = {
         "Internal (beat): enqueue partial push batches that waited long enough, and re-send "
         "batches whose pusher died.",
     ),
+    tasks.MERGE_PENDING: TaskSpec(
+        (), NoKwargs,
+        "Internal: merge the episodes waiting in the reducer's inbox (sent by the episode "
+        "that finds no drain pending).",
+    ),
     tasks.SWEEP_OPEN: TaskSpec(
         (), NoKwargs,
         "Internal (beat): send again the batches the broker lost (sent, not merged, and in "

@@ -12,9 +12,9 @@ from producer.api import Producer, chunk, validate_failures
 from schemas import tasks
 from schemas.failures import FailureBatch
 from schemas.settings import Settings
-from tests.factories import failure
+from tests.factories import episode, failure
 from tests.services import Worker, wait_until, worker_env
-from worker import deadletters, keys, ledger, scripts, store
+from worker import deadletters, inbox, keys, ledger, scripts, store
 
 
 def _batches(count: int, salt: str) -> list[FailureBatch]:
@@ -48,19 +48,18 @@ def test_a_batch_popped_and_never_recorded_is_found_on_the_second_sweep(
     assert lost[0] == next(b for b in sent if b.batch_id == popped)
 
 
-def test_delivered_unacknowledged_and_merge_messages_count_as_present(
+def test_delivered_unacknowledged_and_reasoned_batches_count_as_present(
     settings: Settings, client: redis.Redis, private_broker: str
 ) -> None:
     first, second = _batches(2, "present")
     _producer(settings, private_broker).enqueue_batches([first, second])
     broker = store.connect(private_broker)
-    # one is delivered to a worker (kombu's unacked hash), the other reasoned: its merge
-    # message, under its batch id, waits on the merge queue
+    # one is delivered to a worker (kombu's unacked hash), the other reasoned: its episode
+    # waits in the reducer's inbox
     message = json.loads(broker.rpop(tasks.EPISODE_QUEUE))
     broker.hset(ledger.UNACKED, "tag", json.dumps([message, "", tasks.EPISODE_QUEUE]))
-    merge = json.loads(broker.rpop(tasks.EPISODE_QUEUE))
-    merge["headers"]["id"] = ledger.merge_task_id(merge["headers"]["id"])
-    broker.lpush(tasks.MERGE_QUEUE, json.dumps(merge))
+    reasoned = json.loads(broker.rpop(tasks.EPISODE_QUEUE))["headers"]["id"]
+    inbox.put(client, episode(0, episode_id=reasoned, batch_id=reasoned))
     t = _later(settings)
     for now in (t, t + ledger.CONFIRM_SECONDS, t + 2 * ledger.CONFIRM_SECONDS):
         report, lost = ledger.find_lost(client, broker, settings, now=now)

@@ -17,6 +17,7 @@ SNAPSHOT = {
     "ripmap.report_evaluation": "merge",
     "ripmap.flush_buffers": "merge",
     "ripmap.sweep_open": "merge",
+    "ripmap.merge_pending": "merge",
 }
 
 

@@ -13,6 +13,9 @@ WISDOM_HISTORY = PREFIX + "wisdom:history"  # list of Wisdom JSON, newest first,
 DISTILL_LOCK = PREFIX + "lock:distill"
 # The open-batch ledger (worker/ledger.py): batches the producer sent, not yet merged or
 # dead-lettered; the sweep re-sends one the broker lost.
+# The reducer's inbox (worker/inbox.py): episodes reasoned, waiting for the merge task.
+INBOX = PREFIX + "inbox"  # hash: episode id -> episode JSON
+INBOX_DRAINING = PREFIX + "inbox:draining"  # string: a drain task is queued or running
 OPEN = PREFIX + "open"  # hash: batch id -> FailureBatch JSON
 OPEN_SINCE = PREFIX + "open:since"  # zset: batch id -> when last sent
 OPEN_MISSING = PREFIX + "open:missing"  # zset: batch id -> when first found in no queue

@@ -5,9 +5,10 @@ one: BRPOP has removed it from the queue, and kombu has not yet recorded it amon
 unacknowledged messages that it restores. So the producer records each batch before
 sending it (``scripts.CLAIM_BATCHES``), the merge (``scripts.MERGE_EPISODE``), the episode
 reads of an already-merged batch and the dead-letter store clear it, and a beat task
-sweeps: a batch open longer than ``ledger_check_after_seconds`` that is in no queue and
-among no unacknowledged messages, on two sweeps at least ``CONFIRM_SECONDS`` apart, is sent
-again. Two sightings, because a message is briefly in neither place while a worker takes it.
+sweeps: a batch open longer than ``ledger_check_after_seconds`` that is in no queue, among
+no unacknowledged messages and not in the reducer's inbox, on two sweeps at least
+``CONFIRM_SECONDS`` apart, is sent again. Two sightings, because a message is briefly in
+neither place while a worker takes it.
 A batch sent again by mistake costs one more episode and changes nothing: its episode is
 merged once.
 """
@@ -26,12 +27,11 @@ from schemas.errors import describe
 from schemas.failures import FailureBatch
 from schemas.settings import Settings
 from schemas.tasks import EPISODE_QUEUE, MERGE_QUEUE, REASON_EPISODE
-from worker import keys, scripts
+from worker import inbox, keys, scripts
 
 CONFIRM_SECONDS = 5.0  # between the two sightings of a batch in no queue
 SWEEP_LIMIT = 1_000  # open batches one sweep looks at
 UNACKED = "unacked"  # kombu's hash of delivered, unacknowledged messages (its default name)
-MERGE_SUFFIX = ".merge"  # an episode's merge task id: its batch id and this
 
 
 @dataclass
@@ -47,11 +47,6 @@ class SweepReport:
         """The report as the sweep task's JSON result."""
         return {"checked": self.checked, "missing": self.missing, "resent": self.resent,
                 "skipped": self.skipped}
-
-
-def merge_task_id(batch_id: str) -> str:
-    """The task id of a batch's merge message, so the sweep can find it in the merge queue."""
-    return batch_id + MERGE_SUFFIX
 
 
 def queue_clear(pipe: redis.client.Pipeline, batch_ids: list[str]) -> None:
@@ -81,6 +76,7 @@ def find_lost(state: redis.Redis, broker: redis.Redis, settings: Settings,
     if present is None:
         report.skipped = f"more than {settings.ledger_scan_limit} messages queued"
         return report, []
+    present |= inbox.waiting(state, [b for b in old if b not in present])  # read last
     missing = [b for b in old if b not in present]
     report.missing = len(missing)
     confirmed = scripts.sight_missing(state, missing, [b for b in old if b in present], now,
@@ -101,7 +97,7 @@ def broker_ids(broker: redis.Redis, limit: int) -> set[str] | None:
     raw = [m for q in queues for m in cast(list[str], broker.lrange(q, 0, limit))]
     delivered = [json.loads(v)[0] for v in cast(list[str], broker.hvals(UNACKED))]
     ids = {_message_id(json.loads(m)) for m in raw} | {_message_id(m) for m in delivered}
-    return {i.removesuffix(MERGE_SUFFIX) for i in ids if i}
+    return {i for i in ids if i}
 
 
 def _message_id(message: Any) -> str:

@@ -25,7 +25,7 @@ MERGE_EPISODE = """
 -- KEYS[7..12] insight zset, insight text hash, for each kind in keys.INSIGHT_KINDS
 -- KEYS[13] current version  KEYS[14] pending votes  KEYS[15] pending-since
 -- KEYS[16] dead letters  KEYS[17] dead-letter order
--- KEYS[18] open batches  KEYS[19] open since  KEYS[20] open missing
+-- KEYS[18] open batches  KEYS[19] open since  KEYS[20] open missing  KEYS[21] inbox
 -- ARGV[1] dedupe ttl (s)  ARGV[2] episode JSON  ARGV[3] log retention
 -- ARGV[4] insight retention per kind
 -- ARGV[5] delta JSON {stats: {field: int}, stats_float: {field: float},
@@ -44,6 +44,7 @@ redis.call('ZREM', KEYS[17], ARGV[9])
 redis.call('HDEL', KEYS[18], ARGV[9])
 redis.call('ZREM', KEYS[19], ARGV[9])
 redis.call('ZREM', KEYS[20], ARGV[9])
+redis.call('HDEL', KEYS[21], ARGV[9])
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   return {0, redis.call('HLEN', KEYS[14]), current}
 end
@@ -125,6 +126,30 @@ for i = 4, 3 + n do
   end
 end
 return out
+"""
+
+INBOX_PUT = """
+-- Leave a reasoned episode for the reducer; say whether a drain task must be sent.
+-- KEYS[1] inbox  KEYS[2] draining flag
+-- ARGV[1] episode id  ARGV[2] episode JSON  ARGV[3] flag ttl (s)
+-- Returns 1 when no drain task was pending (the caller sends one), else 0.
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then return 1 end
+return 0
+"""
+
+INBOX_DONE = """
+-- End a drain if the inbox is empty, in one step with the check: an episode left after it
+-- finds the flag gone and sends a new drain task.
+-- KEYS[1] inbox  KEYS[2] draining flag
+-- ARGV[1] flag ttl (s)
+-- Returns 1 when the inbox was empty (flag cleared), else 0 (flag's ttl renewed).
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 0
 """
 
 TOP_INSIGHTS = """
@@ -267,7 +292,7 @@ def merge_episode(
         keys.merged(episode_id), keys.STATS, keys.CHANGES, keys.CONFIDENCE,
         keys.EPISODE_LOG, keys.PARAMS, *_INSIGHT_KEYS,
         keys.PARAMS_CURRENT, keys.PENDING, keys.PENDING_SINCE,
-        keys.DEAD_LETTERS, keys.DEAD_LETTER_ORDER, *LEDGER_KEYS,
+        keys.DEAD_LETTERS, keys.DEAD_LETTER_ORDER, *LEDGER_KEYS, keys.INBOX,
     ]
     args = [dedupe_ttl, episode_json, log_retention, insight_retention, json.dumps(delta),
             vote[0], vote[1], time.time(), batch_id]
@@ -292,6 +317,17 @@ def sight_missing(
     args = [now, confirm, len(missing), *missing, *present]
     return [str(x) for x in _run(client, SIGHT_MISSING, [keys.OPEN_SINCE, keys.OPEN_MISSING],
                                  args)]
+
+
+def inbox_put(client: redis.Redis, episode_id: str, episode_json: str, ttl: int) -> bool:
+    """Run INBOX_PUT: True when the caller must send a drain task."""
+    return bool(_run(client, INBOX_PUT, [keys.INBOX, keys.INBOX_DRAINING],
+                     [episode_id, episode_json, ttl]))
+
+
+def inbox_done(client: redis.Redis, ttl: int) -> bool:
+    """Run INBOX_DONE: True when the inbox was empty and the drain may end."""
+    return bool(_run(client, INBOX_DONE, [keys.INBOX, keys.INBOX_DRAINING], [ttl]))
 
 
 def queue_top_insights(pipe: redis.client.Pipeline, k: int) -> None:

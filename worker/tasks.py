@@ -6,6 +6,7 @@ Task names are the wire contract (``schemas.tasks``); renaming one orphans queue
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import time
 from typing import Any
@@ -24,6 +25,7 @@ from worker import (
     deadletters,
     distill,
     episodes,
+    inbox,
     keys,
     ledger,
     reducer,
@@ -33,6 +35,8 @@ from worker import (
 )
 from worker.app import app
 from worker.reasoners.base import PermanentReasonerError, TransientReasonerError
+
+log = logging.getLogger(__name__)
 
 
 class DeadLetterOnFailure(Task):  # type: ignore[misc]
@@ -84,21 +88,38 @@ def reason_episode(self: Task, batch: Any) -> dict[str, Any]:
         return _give_up(batch, parsed.batch_id, f"reasoner gave up: {exc}")
     if episode is None:
         return {"status": "already-merged", "batch_id": parsed.batch_id}
-    # a short argsrepr: Celery would pretty-print the whole episode into every message
-    merge_insights.apply_async(args=[episode.model_dump(mode="json")],
-                               task_id=ledger.merge_task_id(parsed.batch_id),
-                               argsrepr=f"<episode {episode.episode_id}>", kwargsrepr="{}")
+    if inbox.put(client, episode):
+        _send_drain(client)
     return {"status": "reasoned", "episode_id": episode.episode_id}
+
+
+@app.task(name=names.MERGE_PENDING, **RETRY)
+def merge_pending() -> dict[str, Any]:
+    """Merge the episodes waiting in the reducer's inbox (each once, however often sent)."""
+    client = runtime.state()
+    report = inbox.drain(client, runtime.settings())
+    if report.more:  # hand over, keeping the flag: a task's time stays short
+        _send_drain(client)
+    return report.as_dict()
+
+
+def _send_drain(client: redis.Redis) -> None:
+    try:
+        merge_pending.apply_async(argsrepr="<drain>", kwargsrepr="{}")
+    except Exception:  # the episode waits in the inbox; the beat's sweep sends a drain
+        with contextlib.suppress(redis.RedisError):
+            inbox.release(client)
+        log.warning("could not send a drain task; the sweep will", exc_info=True)
 
 
 @app.task(name=names.MERGE_INSIGHTS, **RETRY)
 def merge_insights(episode: Any) -> dict[str, Any]:
-    """Merge one episode into the shared scratchpad (a redelivery changes nothing)."""
+    """Merge one episode sent as a message (by a foreign client; the service's own episodes
+    go through the inbox) into the shared scratchpad; a redelivery changes nothing."""
     try:
         parsed = ReasoningEpisode.model_validate(episode)
     except ValidationError as exc:
-        return _dead(names.MERGE_INSIGHTS, episode, "invalid episode: " + "; ".join(describe(exc)),
-                     _batch_id(names.MERGE_INSIGHTS, episode))
+        return _dead(names.MERGE_INSIGHTS, episode, "invalid episode: " + "; ".join(describe(exc)))
     # the merge also clears a dead letter a redelivered copy of this batch may have left
     merged = reducer.merge(runtime.state(), parsed, runtime.settings())
     return {"status": "merged" if merged else "duplicate", "episode_id": parsed.episode_id}
@@ -182,10 +203,7 @@ def _give_up(batch: Any, batch_id: str, reason: str) -> dict[str, Any]:
 
 
 def _batch_id(task: str, payload: Any) -> str | None:
-    """The batch id of a batch or episode payload (its dead letter's id), else None."""
-    if task == names.MERGE_INSIGHTS:  # filed under the batch id, the ledger forgets the batch
-        batch_id = payload.get("batch_id") if isinstance(payload, dict) else None
-        return batch_id if isinstance(batch_id, str) and len(batch_id) <= 128 else None
+    """The batch id of a valid batch payload (its dead letter's id), else None."""
     if task != names.REASON_EPISODE:
         return None
     try:
@@ -218,10 +236,13 @@ def flush_buffers() -> dict[str, Any]:
 
 @app.task(name=names.SWEEP_OPEN, **RETRY)
 def sweep_open() -> dict[str, Any]:
-    """Send again the open batches the broker lost (in no queue on two sweeps)."""
+    """Send again the open batches the broker lost (in no queue on two sweeps), and a drain
+    for episodes left in the inbox without one."""
     from producer.api import Producer  # batches are sent by task name, as producers do
 
     client, settings = runtime.state(), runtime.settings()
+    if inbox.kick(client):  # episodes wait with no drain pending (one could not be sent)
+        _send_drain(client)
     report, lost = ledger.find_lost(client, runtime.broker(), settings)
     if lost:
         producer = Producer(settings)

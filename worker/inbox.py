@@ -1,0 +1,114 @@
+"""The reducer's inbox: reasoned episodes wait here for the merge task, which drains them.
+
+An episode task leaves its episode in a Redis hash (``scripts.INBOX_PUT``, one round trip)
+instead of publishing one merge message per episode. The episode that finds no drain
+pending sends one (``ripmap.merge_pending``, on the merge queue); the drain merges episodes
+one script each (``reducer.merge``, which removes the episode from the inbox in the same
+script) until the inbox is empty. Under load one drain merges many episodes: a Celery
+message, its events and its ack are paid per drain, not per episode.
+
+Races: a drain ends by clearing its flag in one step with finding the inbox empty
+(``scripts.INBOX_DONE``), so an episode put after that check sends a new drain. A drain
+that dies leaves its flag to expire after ``FLAG_TTL`` seconds, and its message to be
+redelivered; meanwhile the beat's sweep sends a drain for a non-empty inbox with no flag.
+Two drains at once merge nothing twice: the merge is idempotent per episode id.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+from pydantic import ValidationError
+
+from schemas.episode import ReasoningEpisode
+from schemas.errors import describe
+from schemas.settings import Settings
+from schemas.tasks import MERGE_INSIGHTS
+from worker import deadletters, keys, reducer, scripts
+
+FLAG_TTL = 60  # seconds a drain holds its flag without renewing it
+CHUNK = 100  # episodes a drain reads per round trip
+MAX_SECONDS = 20.0  # one drain task's time; then it hands over to a new task
+
+
+@dataclass
+class DrainReport:
+    """What one drain did; ``more`` when it handed the rest over to a new drain task."""
+
+    merged: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    more: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as the drain task's JSON result."""
+        return {"merged": self.merged, "duplicates": self.duplicates,
+                "dead_lettered": self.dead_lettered, "more": self.more}
+
+
+def put(client: redis.Redis, episode: ReasoningEpisode) -> bool:
+    """Leave ``episode`` for the reducer; True when the caller must send a drain task."""
+    return scripts.inbox_put(client, episode.episode_id, episode.model_dump_json(), FLAG_TTL)
+
+
+def release(client: redis.Redis) -> None:
+    """Give up the drain flag (its drain task could not be sent): the sweep sends one."""
+    client.delete(keys.INBOX_DRAINING)
+
+
+def kick(client: redis.Redis) -> bool:
+    """Take the drain flag if episodes wait and no drain is pending; True: send a drain."""
+    return bool(client.hlen(keys.INBOX)) and bool(
+        client.set(keys.INBOX_DRAINING, "1", nx=True, ex=FLAG_TTL))
+
+
+def waiting(client: redis.Redis, episode_ids: list[str]) -> set[str]:
+    """Which of ``episode_ids`` wait in the inbox."""
+    if not episode_ids:
+        return set()
+    raw = cast(list[str | None], client.hmget(keys.INBOX, episode_ids))
+    return {e for e, r in zip(episode_ids, raw, strict=True) if r is not None}
+
+
+def drain(client: redis.Redis, settings: Settings, seconds: float = MAX_SECONDS
+          ) -> DrainReport:
+    """Merge what waits in the inbox until it is empty, or hand over after ``seconds``."""
+    report, deadline = DrainReport(), time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        flat = cast(list[str], client.hrandfield(keys.INBOX, CHUNK, withvalues=True))
+        if not flat:
+            if scripts.inbox_done(client, FLAG_TTL):
+                return report
+            continue
+        for episode_id, raw in zip(flat[::2], flat[1::2], strict=True):
+            _merge_one(client, settings, episode_id, raw, report)
+        client.expire(keys.INBOX_DRAINING, FLAG_TTL)
+    report.more = True
+    return report
+
+
+def _merge_one(client: redis.Redis, settings: Settings, episode_id: str, raw: str,
+               report: DrainReport) -> None:
+    try:
+        episode = ReasoningEpisode.model_validate_json(raw)
+    except ValidationError as exc:  # only if the contract changed under the inbox
+        deadletters.add(client, MERGE_INSIGHTS, _payload(raw),
+                        "invalid episode: " + "; ".join(describe(exc)), letter_id=episode_id)
+        client.hdel(keys.INBOX, episode_id)
+        report.dead_lettered += 1
+        return
+    if reducer.merge(client, episode, settings):
+        report.merged += 1
+    else:
+        report.duplicates += 1
+
+
+def _payload(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
