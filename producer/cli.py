@@ -24,8 +24,10 @@ from rich.table import Table
 from producer import embedded, monitor, reading
 from producer.api import InvalidInput, Producer, validate_failures
 from producer.push import Pusher
+from schemas import tasks
+from schemas.deadletter import DeadLetter
 from schemas.errors import describe
-from schemas.failures import RankingFailure
+from schemas.failures import FailureBatch, RankingFailure
 from schemas.params import PARAM_SPECS, ParameterPoint
 from schemas.scratchpad import ScratchpadSummary
 from schemas.settings import Settings, get_settings
@@ -185,10 +187,21 @@ def _retry_dead(live: Settings, client: redis.Redis, args: argparse.Namespace) -
         letter for letter in [deadletters.get(client, args.id)] if letter]
     producer = Producer(live)
     for letter in letters:
-        producer.send(letter.task, [letter.payload], None)
+        batch = _valid_batch(letter) if letter.task == tasks.REASON_EPISODE else None
+        if batch is not None:  # sent as the producer sends it: open in the ledger again
+            producer.enqueue_batches([batch], force=True)
+        else:
+            producer.send(letter.task, [letter.payload], None)
         deadletters.remove(client, letter.id)
     out.print(f"re-enqueued {len(letters)} dead letters")
     return 0 if letters else 1
+
+
+def _valid_batch(letter: DeadLetter) -> FailureBatch | None:
+    try:
+        return FailureBatch.model_validate(letter.payload)
+    except ValidationError:
+        return None
 
 
 def cmd_params(args: argparse.Namespace, settings: Settings) -> int:

@@ -11,9 +11,10 @@ import redis
 from celery import Celery
 
 from schemas import tasks
+from schemas.failures import FailureBatch, RankingFailure
 from tests.factories import failure
 from tests.services import ROOT, Worker, broker_url, wait_until, worker_env
-from worker import deadletters
+from worker import deadletters, ledger, store
 
 CLI = [sys.executable, "-m", "producer.cli"]
 
@@ -148,3 +149,17 @@ def test_dlq_commands_show_retry_and_purge(worker: Worker, client: redis.Redis, 
     purged = _run(["dlq", "purge"], env, tmp_path)
     assert purged.returncode == 0 and "purged 1" in purged.stdout
     assert deadletters.count(client) == 0
+
+
+def test_dlq_retry_sends_a_batch_again_and_it_is_merged(
+    worker: Worker, client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    batch = FailureBatch(failures=[RankingFailure.model_validate(failure(7))])
+    deadletters.add(client, tasks.REASON_EPISODE, batch.model_dump(mode="json"),
+                    "reasoner gave up: test", letter_id=batch.batch_id)
+    env = worker_env(redis_url)
+    retried = _run(["dlq", "retry", batch.batch_id], env, tmp_path)
+    assert retried.returncode == 0 and "re-enqueued 1" in retried.stdout, retried.stderr
+    wait_until(lambda: store.merged_flags(client, [batch.batch_id])[0], 30, "merge")
+    assert deadletters.count(client) == 0 and ledger.open_count(client) == 0
+    assert _run(["dlq", "retry"], env, tmp_path).returncode == 1  # nothing left to retry
