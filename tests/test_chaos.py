@@ -53,7 +53,7 @@ from tests.services import (
     wait_until,
     worker_env,
 )
-from worker import deadletters, insights, keys, ledger, reducer, store, versions
+from worker import deadletters, inbox, insights, keys, ledger, reducer, store, versions
 from worker.schedule import beat_schedule
 
 pytestmark = pytest.mark.chaos
@@ -487,11 +487,13 @@ def test_sigkilled_workers_lose_and_double_nothing(
     sent |= {r.batch_id for r in map(producer.enqueue_batch, todo[kills * per_round:])}
     producer.close()
 
-    # quiet long enough for a lost batch to be re-sent: redelivery of the unacknowledged,
-    # then the ledger's check age, two sweeps (one per schedule interval) and the re-send
+    # quiet long enough for a lost batch to be re-sent (redelivery of the unacknowledged,
+    # then the ledger's check age, two sweeps one schedule interval apart, the re-send) and
+    # for an inbox whose drain was never sent to be drained (its flag expires, then a sweep)
+    sweep = beat_schedule(settings)["sweep-open-batches"]["schedule"]
     wait_quiet(client, settings, sent, timeout=150 + 30 * SCALE,
                quiet=settings.visibility_timeout + settings.ledger_check_after_seconds
-               + 3 * beat_schedule(settings)["sweep-open-batches"]["schedule"] + 5)
+               + 3 * sweep + inbox.FLAG_TTL + 5)
     acc = account(client, sent)
     deliveries = fleet.deliveries(tasks.REASON_EPISODE)
     resent = int(client.hget(keys.STATS, "batches_resent") or 0)

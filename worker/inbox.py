@@ -9,8 +9,9 @@ message, its events and its ack are paid per drain, not per episode.
 
 Races: a drain ends by clearing its flag in one step with finding the inbox empty
 (``scripts.INBOX_DONE``), so an episode put after that check sends a new drain. A drain
-that dies leaves its flag to expire after ``FLAG_TTL`` seconds, and its message to be
-redelivered; meanwhile the beat's sweep sends a drain for a non-empty inbox with no flag.
+that dies, or an episode task killed between its put and sending the drain, leaves the
+flag to expire after ``FLAG_TTL`` seconds; then the next put, or the beat's sweep (for a
+non-empty inbox with no flag), sends a drain.
 Two drains at once merge nothing twice: the merge is idempotent per episode id.
 """
 
@@ -30,7 +31,11 @@ from schemas.settings import Settings
 from schemas.tasks import MERGE_INSIGHTS
 from worker import deadletters, keys, reducer, scripts
 
-FLAG_TTL = 60  # seconds a drain holds its flag without renewing it
+# Seconds the drain flag lives unless its drain renews it (every chunk). Short, because a
+# worker killed between its put and sending the drain leaves the flag with no drain behind
+# it: merging stalls that long (or until the sweep). A drain queued behind slow tasks may
+# outlive its flag: then a later put sends a second drain, which costs one task.
+FLAG_TTL = 10
 CHUNK = 100  # episodes a drain reads per round trip
 MAX_SECONDS = 20.0  # one drain task's time; then it hands over to a new task
 
