@@ -2,7 +2,8 @@
 
 Each phase runs alone, from INFO commandstats deltas (CONFIG RESETSTAT before it):
 enqueue with no worker running; then a worker consuming only ``episodes`` until every
-merge task is queued; then a worker consuming only ``merge`` until all are merged. Each
+episode waits in the reducer's inbox; then a worker consuming only ``merge`` until all are
+merged (by the drain the first episode sent). Each
 phase runs twice, with a small and a large number of episodes, and the difference is
 divided by the difference in episodes, so fixed costs (connecting, worker start-up and
 shutdown, readiness pings) cancel. A ``redis-cli monitor`` alongside tells which calls ran
@@ -78,9 +79,9 @@ def _phases(url: str, n: int) -> dict[str, Counts]:
 
         polls = Counter[str]()
 
-        def queued() -> int:
-            polls["llen"] += 1
-            return int(broker.llen(MERGE_QUEUE))
+        def queued() -> int:  # episodes reasoned, waiting in the reducer's inbox
+            polls["hlen"] += 1
+            return int(admin.hlen(keys.INBOX))
 
         def merged() -> int:
             polls["hget"] += 1
@@ -94,8 +95,8 @@ def _phases(url: str, n: int) -> dict[str, Counts]:
                 wait_count(done, n, f"{phase}s", worker.check)
             calls, lua, origins, sent = monitor.mark(admin)
             calls.subtract(polls)  # our own polling is not the service's work
-            origins.subtract({ORIGINS[2]: polls["llen"], ORIGINS[0]: polls["hget"]})
-            sent.subtract({"hget": polls["hget"]})
+            origins.subtract({ORIGINS[0]: polls["hlen"] + polls["hget"]})
+            sent.subtract({"hget": polls["hget"], "hlen": polls["hlen"]})
             out[phase] = (calls, lua, origins, sent)
     broker.close()
     admin.close()
@@ -184,11 +185,12 @@ def _report(opts: Options, per_episode: dict[str, tuple[Counter[str], ...]], sma
         table(["command", *PHASES], rows),
         "Where the commands come from, per episode (from the monitor):",
         table(["origin", *PHASES], split),
-        f"State-database commands the merge task sends per episode: {merge_sent}. The "
-        f"reducer (`reducer.merge`) is the EVALSHA: one round trip, plus the consensus "
-        f"step's reads and compare-and-set when a vote completes a quorum; anything else "
-        f"here is sent by the task around it. State-database commands the episode task "
-        f"sends per episode: {episode_sent}.",
+        f"State-database commands the merge side sends per episode: {merge_sent}. The "
+        f"reducer (`reducer.merge`) is one EVALSHA per episode: one round trip, plus the "
+        f"consensus step's reads and compare-and-set when a vote completes a quorum; the "
+        f"drain reads the inbox 100 episodes per HRANDFIELD and renews its flag per chunk. "
+        f"State-database commands the episode task sends per episode: {episode_sent} (its "
+        f"reads in one script, and the inbox put in another).",
     ])
 
 

@@ -1,8 +1,9 @@
 """Benchmark 1: episodes/s end to end against a bare Celery two-task chain, same run.
 
-Service: ``Producer.enqueue`` -> ``reason_episode`` (heuristic reasoner) -> ``merge_insights``,
-counted done by the scratchpad's ``episodes`` stat. Baseline: ``chain(A, B)`` of no-op tasks
-carrying the same batch payload, counted done by B's INCR. Same broker, same Celery
+Service: ``Producer.enqueue`` -> ``reason_episode`` (heuristic reasoner) -> the reducer
+(its inbox, drained by ``merge_pending``), counted done by the scratchpad's ``episodes``
+stat. Baseline: ``chain(A, B)`` of no-op tasks carrying the same batch payload, counted done
+by B's INCR. Same broker, same Celery
 configuration, same pool and concurrency, one worker process each; runs interleave so the
 shared machine's noise falls on both. Besides the rate, each run records CPU per episode of
 the worker process, the redis-server and the enqueuing process: CPU is far less sensitive
@@ -47,7 +48,7 @@ VARIANTS = {  # baseline prefix -> task events on?
     "bare": True,
     "bare_noevents": False,
 }
-LABELS = {"service": "service: enqueue → reason_episode (heuristic) → merge_insights",
+LABELS = {"service": "service: enqueue → reason_episode (heuristic) → reducer (inbox drain)",
           "bare": "bare Celery chain A → B, same config (task events on)",
           "bare_noevents": "bare Celery chain A → B, task events off"}
 
