@@ -2,8 +2,10 @@
 
 The ``anthropic`` reasoner (real SDK, one client per process) calls ``tests.fake_anthropic``
 running in its own process. For each configuration the episodes queue is filled first,
-then the episode worker process(es) start (``-P threads -c C``, queue ``episodes``) next to
-one merge worker (``-c 4``, queue ``merge``), as the embedded default lays them out. The
+then the episode worker process(es) start (``-P threads -c C --prefetch-multiplier 2``,
+queue ``episodes``) next to one merge worker (``-c 4``, queue ``merge``), as the embedded
+default lays them out. ``RIPMAP_BENCH_LLM_CONFIGS=gevent:1x64,threads:2x256`` measures
+other pools and shapes (pool:processes x concurrency). The
 rate is taken in steady state, from the end of the first wave to the last merge, and compared
 with the ideal: processes × C / latency. The fleet rate limiter stays on, with limits far
 above what is reached, so its Redis round trips are part of the cost.
@@ -11,6 +13,7 @@ above what is reached, so its Redis round trips are part of the cost.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -34,6 +37,7 @@ from bench.common import (
     table,
 )
 from producer.api import Producer
+from producer.embedded import EPISODE_PREFETCH_MULTIPLIER
 from tests.services import ROOT
 from worker import keys
 
@@ -60,16 +64,16 @@ def run(opts: Options) -> str:
                if not (ROOT / p).exists()]
     if missing:
         return "## 5. LLM-bound scaling\n\nSkipped: " + ", ".join(missing) + " not there yet."
-    configs = [(1, 16), (1, 64), (2, 64)] if opts.quick else [(1, 16), (1, 64), (1, 256),
-                                                               (2, 64), (2, 256)]
+    configs = _configs(opts.quick)
     load_before = loadavg()
     rows = []
     with private_redis() as url, _FakeServer() as fake:
         env = env_for(url, **_reasoner_env(fake.url))
         with running(BenchWorker(env, queues="merge", concurrency=4, name="llm-merge")):
-            for procs, conc in configs:
-                runs = [_run(url, env, fake, procs, conc, opts.quick) for _ in range(ROUNDS)]
-                rows.append(_row(procs, conc, runs))
+            for pool, procs, conc in configs:
+                runs = [_run(url, env, fake, pool, procs, conc, opts.quick)
+                        for _ in range(ROUNDS)]
+                rows.append(_row(pool, procs, conc, runs))
     return _report(opts, rows, load_before)
 
 
@@ -79,7 +83,23 @@ def _reasoner_env(base_url: str) -> dict[str, str]:
     return reasoner_env(base_url, **LIMITS)
 
 
-def _run(url: str, env: dict[str, str], fake: _FakeServer, procs: int, conc: int,
+def _configs(quick: bool) -> list[tuple[str, int, int]]:
+    """(pool, processes, concurrency) to measure; ``RIPMAP_BENCH_LLM_CONFIGS`` overrides,
+    e.g. ``threads:1x64,gevent:1x64``."""
+    spec = os.environ.get("RIPMAP_BENCH_LLM_CONFIGS")
+    if spec:
+        out = []
+        for item in spec.split(","):
+            pool, _, shape = item.partition(":")
+            procs, _, conc = shape.partition("x")
+            out.append((pool, int(procs), int(conc)))
+        return out
+    shapes = [(1, 16), (1, 64), (2, 64)] if quick else [(1, 16), (1, 64), (1, 256),
+                                                        (2, 64), (2, 256)]
+    return [("threads", p, c) for p, c in shapes]
+
+
+def _run(url: str, env: dict[str, str], fake: _FakeServer, pool: str, procs: int, conc: int,
          quick: bool) -> Run:
     client = state_client(url)
     client.flushdb()
@@ -89,8 +109,9 @@ def _run(url: str, env: dict[str, str], fake: _FakeServer, procs: int, conc: int
     producer.enqueue(failure_records(5 * n, f"llm-{procs}x{conc}-{time.time_ns()}"))
     producer.close()
     fake.reset()
-    workers = [BenchWorker(env, queues="episodes", concurrency=conc, name=f"llm{i}")
-               for i in range(procs)]
+    prefetch = ["--prefetch-multiplier", str(EPISODE_PREFETCH_MULTIPLIER)]
+    workers = [BenchWorker(env, queues="episodes", pool=pool, concurrency=conc, name=f"llm{i}",
+                           extra=prefetch) for i in range(procs)]
     with running(*workers):
         cpu0, redis0, fake0 = _cpu(workers), redis_cpu(client), fake.cpu()
         window = _watch(client, n, procs * conc, workers)
@@ -164,9 +185,9 @@ class _FakeServer:
         return process_cpu(self.proc.pid)
 
 
-def _row(procs: int, conc: int, runs: list[Run]) -> list[object]:
+def _row(pool: str, procs: int, conc: int, runs: list[Run]) -> list[object]:
     ideal = procs * conc / LATENCY
-    return [f"{procs} × `-c {conc}`", f"{ideal:.0f}", stat([r.rate for r in runs]).fmt(1),
+    return [f"{procs} × `-P {pool} -c {conc}`", f"{ideal:.0f}", stat([r.rate for r in runs]).fmt(1),
             stat([r.rate / ideal for r in runs]).fmt_ratio(),
             stat([r.worker_ms for r in runs]).fmt(1), stat([r.fake_ms for r in runs]).fmt(1),
             stat([r.redis_ms for r in runs]).fmt(2),
@@ -177,7 +198,8 @@ def _report(opts: Options, rows: list[list[object]], load_before: str) -> str:
     return "\n\n".join([
         "## 5. LLM-bound scaling (local Messages API server, 1.0 s latency)",
         f"Command: `{opts.command}`",
-        f"Episode workers `-P threads -c C` on queue `episodes`, plus one merge worker; the "
+        f"Episode workers `-P POOL -c C --prefetch-multiplier {EPISODE_PREFETCH_MULTIPLIER}` "
+        f"on queue `episodes`, plus one merge worker; the "
         f"queue is filled before the episode workers start; rate from the end of the first "
         f"wave (C × processes merged) to the last merge; "
         f"{ROUNDS} runs per configuration. CPU is milliseconds per episode of the episode "

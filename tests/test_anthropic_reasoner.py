@@ -7,8 +7,10 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import anthropic
 import pytest
 import redis
 from celery import Celery
@@ -27,6 +29,7 @@ from worker.reasoners.anthropic_api import (
     ANSWER_TOOL,
     WISDOM_TOOL,
     AnthropicReasoner,
+    ClientPool,
     answer_tool,
     backoff,
     wisdom_tool,
@@ -237,6 +240,35 @@ def test_unknown_model_is_permanent_and_names_the_setting(
     with pytest.raises(PermanentReasonerError, match="RIPMAP_ANTHROPIC_MODEL") as err:
         AnthropicReasoner(s).reason(request_for())
     assert "HTTP 404" in str(err.value)
+
+
+def test_client_pool_lends_one_client_per_call_in_flight_and_reuses_them() -> None:
+    template = anthropic.Anthropic(api_key=KEY, base_url="http://127.0.0.1:9", timeout=7.0,
+                                   max_retries=0)
+    pool = ClientPool(template)
+    with pool.lend() as a, pool.lend() as b:
+        assert a is not b
+    with pool.lend() as again:
+        assert again in (a, b)
+    assert pool.created == 2
+    # each lent client carries the template's settings
+    assert (str(a.base_url), a.api_key, a.timeout, a.max_retries) == (
+        str(template.base_url), KEY, 7.0, 0)
+
+
+def test_concurrent_calls_each_get_a_client_and_later_calls_reuse_them(
+    llm_settings: Settings, fake: FakeAnthropic
+) -> None:
+    reasoner = AnthropicReasoner(llm_settings)
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda i: reasoner.reason(request_for(f"query {i}")), range(16)))
+    assert all(r.answer is not None for r in replies)
+    made = reasoner._clients.created
+    assert 1 <= made <= 8
+    for i in range(4):
+        assert reasoner.reason(request_for(f"later {i}")).answer is not None
+    assert reasoner._clients.created == made
+    assert fake.stats()["requests"] == 20
 
 
 def test_key_never_shows_in_reprs_and_a_missing_key_is_a_clear_error(

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from producer.embedded import EPISODE_PREFETCH_MULTIPLIER, worker_command
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -35,5 +37,21 @@ def test_procfile_runs_every_process_with_separate_merge_queue() -> None:
                    if line and not line.startswith("#"))
     assert set(entries) == {"worker", "merger", "beat", "flower", "api"}
     assert "-Q episodes" in entries["worker"] and "-P threads" in entries["worker"]
+    assert f"--prefetch-multiplier {EPISODE_PREFETCH_MULTIPLIER}" in entries["worker"]
+    assert "--prefetch-multiplier" not in entries["merger"]
     assert "-Q merge" in entries["merger"]
     assert "--read_only" in entries["flower"] and "--basic_auth" in entries["flower"]
+
+
+def test_episode_workers_reserve_their_next_message_everywhere() -> None:
+    # compose, like the Procfile and the embedded default, runs episode workers with the
+    # prefetch the benchmarks measured; merge workers keep the configured prefetch of 1
+    compose = (ROOT / "docker-compose.yml").read_text()
+    worker = compose.split("\n  worker:\n", 1)[1].split("\n  merger:\n", 1)[0]
+    assert "-Q episodes" in worker
+    assert f"--prefetch-multiplier {EPISODE_PREFETCH_MULTIPLIER}" in " ".join(worker.split())
+    episodes = worker_command("episodes", "threads", 64, "episodes", None,
+                              EPISODE_PREFETCH_MULTIPLIER)
+    assert episodes[episodes.index("--prefetch-multiplier") + 1] == "2"
+    merge = worker_command("merge", "threads", 4, "merge", None)
+    assert merge[merge.index("--prefetch-multiplier") + 1] == "1"

@@ -43,6 +43,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # a worker killed while sweeping holds the sweep's mutex until it expires (300 s by
         # default): no longer than the visibility timeout itself
         "unacked_mutex_expire": min(300, vt),
+        # every task acks (late) from its own thread or greenlet through the channel's
+        # connection pool, which fails beyond its limit (10 by default) instead of waiting:
+        # room for every episode slot (settings cap the concurrency at 1024)
+        "max_connections": 1024,
     }
     return {
         "broker_url": settings.broker,

@@ -6,14 +6,15 @@
   invalid the model gets one repair turn that shows it the validation errors; when that is
   invalid too, the reply carries no answer and the episode is recorded as unparsable.
   A text-only answer falls back to the free-text parser.
-- Resilience: one SDK client per reasoner (the factory keeps one per process), the SDK's
-  own retries off, an explicit request timeout, and a bounded retry loop here: transient
-  failures (429, 529, other 5xx, 408, 409, connection errors, timeouts) are retried with
-  exponential backoff and jitter, honouring ``retry-after`` but never waiting more than
-  ``llm_backoff_max_seconds`` at once, and the whole reasoning (repair turn included) stays
-  within ``llm_attempts * (llm_timeout_seconds + llm_backoff_max_seconds)``, half the
-  broker's visibility timeout at most. Other 4xx fail at once with
-  ``PermanentReasonerError``. Error messages never contain the API key.
+- Resilience: one reasoner per process (the factory keeps it), its SDK clients lent one
+  call at a time (``ClientPool``), the SDK's own retries off, an explicit request timeout,
+  and a bounded retry loop here: transient failures (429, 529, other 5xx, 408, 409,
+  connection errors, timeouts) are retried with exponential backoff and jitter, honouring
+  ``retry-after`` but never waiting more than ``llm_backoff_max_seconds`` at once, and the
+  whole reasoning (repair turn included) stays within ``llm_attempts *
+  (llm_timeout_seconds + llm_backoff_max_seconds)``, half the broker's visibility timeout
+  at most. Other 4xx fail at once with ``PermanentReasonerError``. Error messages never
+  contain the API key.
 - Fleet limits: every attempt first checks the daily token budget (``worker.budget``) and
   reserves a request and its tokens in the fleet-wide rate limit (``worker.ratelimit``);
   either may raise ``worker.budget.Paused``, on which the task re-queues itself.
@@ -26,12 +27,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
+import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -142,10 +145,10 @@ class AnthropicReasoner:
                 "the anthropic reasoner needs an API key: set ANTHROPIC_API_KEY")
         self._settings = settings
         self._secret = secret
-        self._sdk = anthropic.Anthropic(
+        self._clients = ClientPool(anthropic.Anthropic(
             api_key=secret, base_url=settings.anthropic_base_url,
             timeout=settings.llm_timeout_seconds, max_retries=0,
-        )
+        ))
         self._state = state
         self._limit: FleetRateLimit | None = None
         self._budget: budget.Gate | None = None
@@ -208,13 +211,14 @@ class AnthropicReasoner:
             self._limiter().acquire(reserve, deadline - s.llm_timeout_seconds)
             remaining = deadline - time.monotonic()
             try:
-                message = self._sdk.messages.create(
-                    model=s.anthropic_model, max_tokens=s.anthropic_max_tokens,
-                    system=cast(Any, self._system), tools=cast(Any, [task.tool]),
-                    tool_choice={"type": "tool", "name": task.tool["name"]},
-                    messages=cast(Any, messages),
-                    timeout=max(0.1, min(s.llm_timeout_seconds, remaining)),
-                )
+                with self._clients.lend() as sdk:
+                    message = sdk.messages.create(
+                        model=s.anthropic_model, max_tokens=s.anthropic_max_tokens,
+                        system=cast(Any, self._system), tools=cast(Any, [task.tool]),
+                        tool_choice={"type": "tool", "name": task.tool["name"]},
+                        messages=cast(Any, messages),
+                        timeout=max(0.1, min(s.llm_timeout_seconds, remaining)),
+                    )
             except anthropic.APIStatusError as exc:
                 if not transient_status(exc.status_code):
                     raise PermanentReasonerError(self._permanent(exc)) from None
@@ -290,6 +294,49 @@ class AnthropicReasoner:
             if self._limit is None:
                 self._limit = FleetRateLimit(self._settings)
             return self._limit
+
+
+class ClientPool:
+    """SDK clients lent out one call at a time: each has its own connection pool, so a
+    call finds its kept-alive connection at once.
+
+    One client shared by every call would hold one connection per call in flight in a
+    single pool, and httpcore's pool probes every idle connection's socket (a ``poll``) on
+    each request and each response: at hundreds of calls in flight that is hundreds of
+    probes per call, each one a switch to the hub under gevent, made while holding the
+    pool's lock. Here a call's pool holds one connection. The clients share the template's
+    settings (key, base URL, timeout, retries) and one TLS context (loading the CA store
+    costs ~20 ms per context); idle clients are kept for reuse, so the pool grows to the
+    most calls ever in flight at once.
+    """
+
+    def __init__(self, template: anthropic.Anthropic) -> None:
+        self._template = template
+        self._tls: ssl.SSLContext | None = None
+        self._idle: list[anthropic.Anthropic] = []
+        self._lock = threading.Lock()
+        self.created = 0
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[anthropic.Anthropic]:
+        """A client for one call, returned to the pool afterwards."""
+        with self._lock:
+            client = self._idle.pop() if self._idle else None
+        if client is None:
+            client = self._new()
+        try:
+            yield client
+        finally:
+            with self._lock:
+                self._idle.append(client)
+
+    def _new(self) -> anthropic.Anthropic:
+        with self._lock:
+            if self._tls is None:
+                self._tls = ssl.create_default_context()
+            self.created += 1
+            tls = self._tls
+        return self._template.with_options(http_client=anthropic.DefaultHttpxClient(verify=tls))
 
 
 # -- pure helpers, tested directly -----------------------------------------------------------
