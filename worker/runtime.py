@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 
 import redis
 
@@ -30,7 +31,15 @@ def broker() -> redis.Redis:
     return store.connect(settings().broker, max_connections=4)
 
 
+_reasoner_lock = threading.Lock()
+
+
 @functools.cache
-def reasoner() -> Reasoner:
-    """This process's reasoner."""
+def _reasoner() -> Reasoner:
     return get_reasoner(settings())
+
+
+def reasoner() -> Reasoner:
+    """This process's reasoner (built once: the first episodes start on many threads)."""
+    with _reasoner_lock:
+        return _reasoner()
