@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from celery import Celery
 from pydantic import ValidationError
 
@@ -77,11 +78,16 @@ class Producer:
         return self.enqueue_batches([batch])[0]
 
     def enqueue_batches(
-        self, batches: Sequence[FailureBatch], *, force: bool = False
+        self,
+        batches: Sequence[FailureBatch],
+        *,
+        force: bool = False,
+        confirm: Callable[[redis.client.Pipeline], None] | None = None,
     ) -> list[Enqueued]:
         """Claim every batch id and record it as open in one round trip, then publish the
         new ones in one broker pipeline; a batch claimed before is not sent again, unless
-        ``force`` (a re-send of a batch that may have been lost)."""
+        ``force`` (a re-send of a batch that may have been lost). Once sent, the claims are
+        extended in one round trip, with whatever ``confirm`` queues on its pipeline."""
         payloads = [(b.batch_id, b.model_dump_json()) for b in batches]
         # A claim starts short-lived and is extended once its batch is sent: if the send fails
         # and the release fails too (Redis down), the claim still lapses soon, and a retry is
@@ -100,8 +106,12 @@ class Producer:
             if not force:  # a forced re-send stays open: the sweep tries it again
                 store.unmark_batches(self.state, [b.batch_id for b, _ in new])
             raise
+        pipe = self.state.pipeline(transaction=True)  # what confirm queues stays atomic
         store.extend_batches(self.state, [b.batch_id for b, _ in new],
-                             self.settings.dedupe_ttl_seconds)
+                             self.settings.dedupe_ttl_seconds, pipe)
+        if confirm is not None:
+            confirm(pipe)
+        pipe.execute()
         return [Enqueued(b.batch_id, fresh) for b, fresh in zip(batches, claimed, strict=True)]
 
     def step(self) -> None:

@@ -168,15 +168,17 @@ class Pusher:
             try:
                 # a stale batch's pusher may have claimed its id and died before sending: the
                 # dedupe marker cannot tell, so a re-send goes regardless (merged once)
-                self.producer.enqueue_batches([b for _, b in group], force=resend)
+                # acked in the round trip that confirms the send
+                sent = [token for token, _ in group]
+                self.producer.enqueue_batches(
+                    [b for _, b in group], force=resend,
+                    confirm=lambda pipe: store.ack_pushed(self.client, sent, pipe))
             except Exception:
                 log.warning("enqueue of %d batches failed; the flusher re-sends them",
                             len(group), exc_info=True)
                 state = "pending"
-            else:
-                done += [token for token, _ in group]
         ids = {token: batch.batch_id for token, batch in group}
-        store.ack_pushed(self.client, done)
+        store.ack_pushed(self.client, done)  # the dead-lettered, if any
         return [(ids[t], state) if t in ids else (None, "pending") for t, _ in taken]
 
     @staticmethod

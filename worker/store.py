@@ -49,12 +49,17 @@ def params_from(raw: dict[str, str]) -> ParameterPoint:
     return ParameterPoint.from_mapping({k: v for k, v in raw.items() if k in PARAM_NAMES})
 
 
-def extend_batches(client: redis.Redis, batch_ids: list[str], ttl: int) -> None:
-    """Keep the claims of sent batches for the whole dedupe period, in one round trip."""
-    if batch_ids:
-        pipe = client.pipeline(transaction=False)
-        for batch_id in batch_ids:
-            pipe.expire(keys.batch_seen(batch_id), ttl)
+def extend_batches(client: redis.Redis, batch_ids: list[str], ttl: int,
+                   pipe: Pipe | None = None) -> None:
+    """Keep the claims of sent batches for the whole dedupe period, in one round trip (or
+    queued on ``pipe``)."""
+    if not batch_ids:
+        return
+    own = pipe is None
+    pipe = client.pipeline(transaction=False) if pipe is None else pipe
+    for batch_id in batch_ids:
+        pipe.expire(keys.batch_seen(batch_id), ttl)
+    if own:
         pipe.execute()
 
 
@@ -174,14 +179,17 @@ def due_push_repos(client: redis.Redis, cutoff: float, limit: int = 1_000) -> li
     return cast(list[str], client.zrangebyscore(keys.PUSH_REPOS, "-inf", cutoff, 0, limit))
 
 
-def ack_pushed(client: redis.Redis, tokens: list[str]) -> None:
-    """Forget pending push batches that were enqueued: nothing will re-send them."""
+def ack_pushed(client: redis.Redis, tokens: list[str], pipe: Pipe | None = None) -> None:
+    """Forget pending push batches that were enqueued: nothing will re-send them (queued on
+    ``pipe`` when given)."""
     if not tokens:
         return
-    pipe = client.pipeline(transaction=True)
+    own = pipe is None
+    pipe = client.pipeline(transaction=True) if pipe is None else pipe
     pipe.hdel(keys.PUSH_PENDING, *tokens)
     pipe.zrem(keys.PUSH_PENDING_ORDER, *tokens)
-    pipe.execute()
+    if own:
+        pipe.execute()
 
 
 def push_backlog(client: redis.Redis) -> tuple[dict[str, int], int]:
