@@ -272,6 +272,9 @@ def test_openapi_documents_every_route_and_the_failure_body(api: httpx.Client) -
     assert refs == ["#/components/schemas/RankingFailure"] * 2
     assert "RankingFailure" in doc["components"]["schemas"]
     assert "413" in doc["paths"]["/v1/failures"]["post"]["responses"]
+    # served outside FastAPI's routing, documented with the token like every /v1 route
+    assert doc["paths"]["/v1/failures"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert "HTTPBearer" in doc["components"]["securitySchemes"]
 
 
 def test_healthz_checks_redis(api: httpx.Client, settings: Settings) -> None:
