@@ -9,9 +9,11 @@ read shared state only through ``worker.store``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import metadata
 from typing import Annotated, Any
@@ -23,7 +25,6 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from producer.push import Pusher
@@ -37,6 +38,7 @@ from schemas.wisdom import Wisdom
 from worker import store, versions
 
 MARKDOWN = "text/markdown"
+PUSH_THREADS = 40  # pushes in flight at once, as many as Starlette's default thread pool
 FailureInput = RankingFailure | list[RankingFailure]
 
 Scope = MutableMapping[str, Any]
@@ -152,8 +154,9 @@ async def post_failures(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     authorize(request)
     body = await request.body()
-    answer = await run_in_threadpool(_accept, request.app.state.pusher, body,
-                                     settings.api_max_failures_per_request)
+    answer = await asyncio.get_running_loop().run_in_executor(
+        request.app.state.pushers, _accept, request.app.state.pusher, body,
+        settings.api_max_failures_per_request)
     # serialised here: the receipts are built valid, FastAPI need not validate them again
     return Response(answer.model_dump_json(), status_code=202, media_type="application/json")
 
@@ -361,9 +364,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pusher = Pusher(settings)
         app.state.health = redis.Redis.from_url(settings.state_url, socket_timeout=2,
                                                 socket_connect_timeout=2)
+        # pushes block on Redis: off the event loop, through a plain executor (anyio's
+        # thread hand-off cost a tenth of a single-failure request)
+        app.state.pushers = ThreadPoolExecutor(PUSH_THREADS, thread_name_prefix="push")
         try:
             yield
         finally:
+            app.state.pushers.shutdown(wait=True)
             app.state.pusher.close()
             app.state.health.close()
 
