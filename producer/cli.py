@@ -141,6 +141,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     for queue, depth in ops["queues"].items():
         table.add_row(f"queue {queue}", str(depth))
     table.add_row("pushed, waiting for a batch", str(sum(buffered.values())))
+    table.add_row("batches sent, not yet merged", str(ops["open_batches"]))
+    table.add_row("episodes waiting to be merged", str(ops["awaiting_merge"]))
+    if ops["resent_by_ledger"]:
+        table.add_row("batches the broker lost, sent again", str(ops["resent_by_ledger"]))
     table.add_row("episodes merged", f"{summary.episodes} ({summary.unparsable} unparsable), "
                   f"{ops['episodes_per_minute']:.1f}/min over the last 10 min")
     table.add_row("dead letters", str(ops["dead_letters"]))

@@ -9,7 +9,7 @@ import redis
 
 from schemas.settings import Settings
 from schemas.tasks import EPISODE_QUEUE, MERGE_QUEUE
-from worker import budget, deadletters, store
+from worker import budget, deadletters, inbox, ledger, store
 
 
 def queue_depths(broker_url: str) -> dict[str, int]:
@@ -35,7 +35,9 @@ def episodes_per_minute(client: redis.Redis, window: float = 600.0) -> float:
 
 
 def operations(client: redis.Redis, settings: Settings) -> dict[str, Any]:
-    """Queues, dead letters, token totals and today's budget."""
+    """Queues, batches in flight (sent, not yet merged), episodes waiting for the reducer,
+    batches the broker lost and the sweep sent again, dead letters, token totals and
+    today's budget."""
     summary = store.summary(client, 1)
     spend = budget.state(client, settings)
     tokens: dict[str, int] = {}
@@ -47,6 +49,9 @@ def operations(client: redis.Redis, settings: Settings) -> dict[str, Any]:
         "episodes_per_minute": round(episodes_per_minute(client), 2),
         "queues": queue_depths(settings.broker),
         "dead_letters": deadletters.count(client),
+        "open_batches": ledger.open_count(client),
+        "awaiting_merge": inbox.count(client),
+        "resent_by_ledger": ledger.resent_count(client),
         "tokens": tokens,
         "budget_used_today": spend.used,
         "budget_limit": spend.limit,

@@ -496,7 +496,7 @@ def test_sigkilled_workers_lose_and_double_nothing(
                + 3 * sweep + inbox.FLAG_TTL + 5)
     acc = account(client, sent)
     deliveries = fleet.deliveries(tasks.REASON_EPISODE)
-    resent = int(client.hget(keys.STATS, "batches_resent") or 0)
+    resent = ledger.resent_count(client)
     reliability.record("chaos_worker_kills", **acc.figures(), kills=fleet.kills,
                        restarts=fleet.restarts,
                        redelivered=sum(deliveries.values()) - len(deliveries),

@@ -8,6 +8,7 @@ import time
 
 import redis
 
+from producer import monitor
 from producer.api import Producer, chunk, validate_failures
 from schemas import tasks
 from schemas.failures import FailureBatch
@@ -107,8 +108,19 @@ def test_the_beat_sends_a_lost_batch_again_and_it_is_merged_once(
     try:
         ids = [b.batch_id for b in sent]
         wait_until(lambda: all(store.merged_flags(client, ids)), 90, "all 3 merged")
-        assert client.hget(keys.STATS, "batches_resent") == "1"
+        assert ledger.resent_count(client) == 1
         assert ledger.open_count(client) == 0
         assert client.llen(keys.EPISODE_LOG) == 3  # each merged once
     finally:
         w.stop()
+
+
+def test_status_reads_batches_in_flight_and_episodes_awaiting_merge(
+    settings: Settings, client: redis.Redis, private_broker: str
+) -> None:
+    first, second = _batches(2, "status")
+    _producer(settings, private_broker).enqueue_batches([first, second])
+    inbox.put(client, episode(0, episode_id=first.batch_id, batch_id=first.batch_id))
+    ops = monitor.operations(client, settings.model_copy(update={"broker_url": private_broker}))
+    assert (ops["open_batches"], ops["awaiting_merge"], ops["resent_by_ledger"]) == (2, 1, 0)
+    assert ops["queues"]["episodes"] == 2

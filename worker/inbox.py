@@ -71,6 +71,11 @@ def kick(client: redis.Redis) -> bool:
         client.set(keys.INBOX_DRAINING, "1", nx=True, ex=FLAG_TTL))
 
 
+def count(client: redis.Redis) -> int:
+    """How many reasoned episodes wait for the reducer."""
+    return int(client.hlen(keys.INBOX))
+
+
 def waiting(client: redis.Redis, episode_ids: list[str]) -> set[str]:
     """Which of ``episode_ids`` wait in the inbox."""
     if not episode_ids:

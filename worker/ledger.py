@@ -31,6 +31,7 @@ from worker import inbox, keys, scripts
 
 CONFIRM_SECONDS = 5.0  # between the two sightings of a batch in no queue
 SWEEP_LIMIT = 1_000  # open batches one sweep looks at
+RESENT_STAT = "batches_resent"  # field of keys.STATS the sweep counts its re-sends in
 UNACKED = "unacked"  # kombu's hash of delivered, unacknowledged messages (its default name)
 
 
@@ -60,6 +61,11 @@ def queue_clear(pipe: redis.client.Pipeline, batch_ids: list[str]) -> None:
 def open_count(client: redis.Redis) -> int:
     """How many batches are sent and not yet merged or dead-lettered."""
     return int(client.hlen(keys.OPEN))
+
+
+def resent_count(client: redis.Redis) -> int:
+    """How many batches the sweep has sent again since the scratchpad began."""
+    return int(client.hget(keys.STATS, RESENT_STAT) or 0)
 
 
 def find_lost(state: redis.Redis, broker: redis.Redis, settings: Settings,

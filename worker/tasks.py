@@ -250,5 +250,5 @@ def sweep_open() -> dict[str, Any]:
             report.resent = [e.batch_id for e in producer.enqueue_batches(lost, force=True)]
         finally:
             producer.close()
-        client.hincrby(keys.STATS, "batches_resent", len(report.resent))
+        client.hincrby(keys.STATS, ledger.RESENT_STAT, len(report.resent))
     return report.as_dict()
