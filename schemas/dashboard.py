@@ -57,6 +57,9 @@ class Operations(BaseModel):
     episodes: int
     episodes_per_minute: float
     queues: dict[str, int]
+    open_batches: int  # sent, not yet merged or dead-lettered
+    awaiting_merge: int  # reasoned episodes in the reducer's inbox
+    resent_by_ledger: int  # batches the broker lost and the sweep sent again
     dead_letters: int
     tokens: dict[str, int]
     budget_used_today: int
