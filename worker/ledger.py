@@ -63,6 +63,11 @@ def open_count(client: redis.Redis) -> int:
     return int(client.hlen(keys.OPEN))
 
 
+def count_resent(client: redis.Redis, n: int) -> None:
+    """Add ``n`` batches the sweep sent again to the scratchpad's stats."""
+    client.hincrby(keys.STATS, RESENT_STAT, n)
+
+
 def resent_count(client: redis.Redis) -> int:
     """How many batches the sweep has sent again since the scratchpad began."""
     return int(client.hget(keys.STATS, RESENT_STAT) or 0)

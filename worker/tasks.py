@@ -26,7 +26,6 @@ from worker import (
     distill,
     episodes,
     inbox,
-    keys,
     ledger,
     reducer,
     runtime,
@@ -51,7 +50,7 @@ class DeadLetterOnFailure(Task):  # type: ignore[misc]
                    einfo: Any) -> None:
         payload = args[0] if len(args or ()) == 1 and not kwargs else {
             "args": list(args or ()), "kwargs": dict(kwargs or {})}
-        letter_id = _batch_id(self.name, payload)
+        letter_id = _batch_id(payload) if self.name == names.REASON_EPISODE else None
         # if the store is down too, the ack most likely failed as well and the message
         # comes back after the visibility timeout; Celery has logged the failure
         with contextlib.suppress(redis.RedisError):
@@ -202,10 +201,8 @@ def _give_up(batch: Any, batch_id: str, reason: str) -> dict[str, Any]:
     return result
 
 
-def _batch_id(task: str, payload: Any) -> str | None:
+def _batch_id(payload: Any) -> str | None:
     """The batch id of a valid batch payload (its dead letter's id), else None."""
-    if task != names.REASON_EPISODE:
-        return None
     try:
         return episodes.parse_batch(payload, runtime.settings()).batch_id
     except (ValidationError, TypeError):
@@ -250,5 +247,5 @@ def sweep_open() -> dict[str, Any]:
             report.resent = [e.batch_id for e in producer.enqueue_batches(lost, force=True)]
         finally:
             producer.close()
-        client.hincrby(keys.STATS, ledger.RESENT_STAT, len(report.resent))
+        ledger.count_resent(client, len(report.resent))
     return report.as_dict()
