@@ -17,7 +17,7 @@ from schemas.errors import describe
 from schemas.failures import FailureBatch, RankingFailure
 from schemas.settings import Settings, get_settings
 from schemas.versions import Evaluation
-from worker import scripts, store
+from worker import ledger, scripts, store
 
 CLAIM_SECONDS = 60  # how long a batch claim lives before its send is confirmed
 
@@ -104,7 +104,7 @@ class Producer:
                               publisher=publisher)
         except Exception:
             if not force:  # a forced re-send stays open: the sweep tries it again
-                store.unmark_batches(self.state, [b.batch_id for b, _ in new])
+                ledger.forget(self.state, [b.batch_id for b, _ in new])
             raise
         pipe = self.state.pipeline(transaction=True)  # what confirm queues stays atomic
         store.extend_batches(self.state, [b.batch_id for b, _ in new],

@@ -58,6 +58,16 @@ def queue_clear(pipe: redis.client.Pipeline, batch_ids: list[str]) -> None:
         pipe.zrem(keys.OPEN_MISSING, *batch_ids)
 
 
+def forget(client: redis.Redis, batch_ids: list[str]) -> None:
+    """Release the claims of batches whose send failed (the caller is told, and may submit
+    them again) and take them off the ledger, in one transaction."""
+    if batch_ids:
+        pipe = client.pipeline(transaction=True)
+        pipe.delete(*[keys.batch_seen(b) for b in batch_ids])
+        queue_clear(pipe, batch_ids)
+        pipe.execute()
+
+
 def open_count(client: redis.Redis) -> int:
     """How many batches are sent and not yet merged or dead-lettered."""
     return int(client.hlen(keys.OPEN))

@@ -63,18 +63,6 @@ def extend_batches(client: redis.Redis, batch_ids: list[str], ttl: int,
         pipe.execute()
 
 
-def unmark_batches(client: redis.Redis, batch_ids: list[str]) -> None:
-    """Forget claims whose enqueue failed (the caller is told), so those batches can be
-    submitted again, and take them off the open-batch ledger."""
-    if batch_ids:
-        pipe = client.pipeline(transaction=True)
-        pipe.delete(*[keys.batch_seen(b) for b in batch_ids])
-        pipe.hdel(keys.OPEN, *batch_ids)
-        pipe.zrem(keys.OPEN_SINCE, *batch_ids)
-        pipe.zrem(keys.OPEN_MISSING, *batch_ids)
-        pipe.execute()
-
-
 def merged_flags(client: redis.Redis, episode_ids: list[str]) -> list[bool]:
     """For each episode id, whether it has been merged, in one round trip."""
     if not episode_ids:
