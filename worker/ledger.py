@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from schemas.errors import describe
 from schemas.failures import FailureBatch
 from schemas.settings import Settings
-from schemas.tasks import EPISODE_QUEUE, MERGE_QUEUE, REASON_EPISODE
+from schemas.tasks import EPISODE_QUEUE, REASON_EPISODE
 from worker import inbox, keys, scripts
 
 CONFIRM_SECONDS = 5.0  # between the two sightings of a batch in no queue
@@ -106,16 +106,13 @@ def find_lost(state: redis.Redis, broker: redis.Redis, settings: Settings,
 
 
 def broker_ids(broker: redis.Redis, limit: int) -> set[str] | None:
-    """Batch ids of every message queued or delivered on the service's queues (None when
-    more than ``limit`` are queued). Queues first, then the unacknowledged: a message moves
-    from a queue to the unacknowledged, so reading in that order sees it once or twice."""
-    queues = (EPISODE_QUEUE, MERGE_QUEUE)
-    pipe = broker.pipeline(transaction=False)
-    for queue in queues:
-        pipe.llen(queue)
-    if sum(pipe.execute()) > limit:
+    """Batch ids of every episode message queued or delivered (None when more than
+    ``limit`` are queued). The merge queue carries no batch's message (reasoned episodes
+    wait in the inbox). The queue first, then the unacknowledged: a message moves from
+    one to the other, so reading in that order sees it once or twice."""
+    if int(broker.llen(EPISODE_QUEUE)) > limit:
         return None
-    raw = [m for q in queues for m in cast(list[str], broker.lrange(q, 0, limit))]
+    raw = cast(list[str], broker.lrange(EPISODE_QUEUE, 0, limit))
     delivered = [json.loads(v)[0] for v in cast(list[str], broker.hvals(UNACKED))]
     ids = {_message_id(json.loads(m)) for m in raw} | {_message_id(m) for m in delivered}
     return {i for i in ids if i}
