@@ -158,6 +158,5 @@ def build(repo: Path, window: int, previous: Index | None, progress: Progress | 
     if progress:
         progress("cases", 1, 1)
     batches = {name: build_batch(cases, graphs) for name, cases in split.items()}
-    batches["all"] = build_batch(split["tuning"] + split["heldout"], graphs)
     return Index(sha, window, store, _head_stats(final, store), batches, graphs,
                  window_commits, parsed)

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from ranker.batch import Batch
+from ranker.batch import Batch, build_batch
 from ranker.cases import Case
 from ranker.evaluation import Effect, Evaluation, Sensitivity
 from ranker.gitio import head
@@ -40,6 +40,7 @@ class Repository:
     def __init__(self, path: Path, index: Index) -> None:
         self.path = path
         self.index = index
+        self._batches: dict[str, Batch] = dict(index.batches)
         self._solutions: OrderedDict[tuple[str, float], F64] = OrderedDict()
 
     @property
@@ -70,15 +71,23 @@ class Repository:
     @property
     def case_counts(self) -> dict[str, int]:
         """Number of cases per split."""
-        return {s: len(self.index.batches[s].cases) for s in ("tuning", "heldout")}
+        return {s: len(self._batch(s).cases) for s in ("tuning", "heldout")}
+
+    def _batch(self, split: str) -> Batch:
+        """A split's batch; "all" is built on first use, not stored in the index."""
+        if split not in self._batches:
+            self._batches[split] = build_batch(
+                list(self._batch("tuning").cases + self._batch("heldout").cases),
+                self.index.graphs)
+        return self._batches[split]
 
     def cases(self, split: Split = "tuning") -> tuple[Case, ...]:
         """The cases of a split, ordered by commit then seed."""
-        return self.index.batches[split].cases
+        return self._batch(split).cases
 
     def case_meta(self, split: Split = "tuning") -> CaseMeta:
         """Case weights, commit groups and bootstrap resamples of a split."""
-        return self.index.batches[split].meta
+        return self._batch(split).meta
 
     def paths(self, case: Case) -> tuple[str, ...]:
         """Paths of a case's parent tree, in node order."""
@@ -95,13 +104,13 @@ class Repository:
 
     def scores(self, point: ParameterPoint, split: Split = "tuning") -> F64:
         """Score of every (case, file) entry of a split: PageRank × boosts × git weight."""
-        batch = self.index.batches[split]
+        batch = self._batch(split)
         z = self._solution(split, batch, point.pagerank_alpha)
         return pagerank_mix(batch, z, point) * boosts(batch, point)
 
     def evaluate(self, point: ParameterPoint, cases: Split = "tuning") -> Evaluation:
         """Weighted NDCG@10 over a split's cases with its 95 % commit-bootstrap interval."""
-        batch = self.index.batches[cases]
+        batch = self._batch(cases)
         per_case = case_ndcg(batch, self.scores(point, cases))
         low, high = batch.meta.interval(per_case)
         return Evaluation(cases, batch.meta.weighted_mean(per_case), low, high,
@@ -109,7 +118,7 @@ class Repository:
 
     def rankings(self, point: ParameterPoint, split: Split = "tuning") -> list[list[str]]:
         """Each case's ranked paths (seed excluded, ties broken by path)."""
-        batch = self.index.batches[split]
+        batch = self._batch(split)
         order = orderings(batch, self.scores(point, split))
         bounds = np.searchsorted(batch.entries.case[order], np.arange(len(batch.cases) + 1))
         return [self._ranked(batch, order, bounds, c) for c in range(len(batch.cases))]
@@ -123,7 +132,7 @@ class Repository:
     def failures(self, point: ParameterPoint, cases: Split = "tuning", limit: int | None = None,
                  params_version: int | None = None) -> list[RankingFailure]:
         """Cases under NDCG@10 0.5, as RankingFailures (lists and strings cut to the limits)."""
-        batch = self.index.batches[cases]
+        batch = self._batch(cases)
         scores = self.scores(point, cases)
         per_case = case_ndcg(batch, scores)
         failing = np.flatnonzero(per_case < FAILURE_NDCG)[:limit]
@@ -154,7 +163,7 @@ class Repository:
         """Each parameter stepped down and up alone (×0.5 and ×2 clamped to the spec's
         floor/ceiling; alpha to 0.5 and 0.95): tuning NDCG at both, and inert when no
         case's ranking changes at either step."""
-        batch = self.index.batches["tuning"]
+        batch = self._batch("tuning")
         base_order = orderings(batch, self.scores(point))
         effects = []
         for name in PARAM_NAMES:
