@@ -21,6 +21,7 @@ test: $(STAMP)  ## the test suite (starts its own redis-server and workers)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 chaos: $(STAMP)  ## the fault-injection suite with larger numbers
 	RIPMAP_CHAOS_SCALE=4 $(BIN)/python -m pytest -q -m chaos

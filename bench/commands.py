@@ -35,8 +35,8 @@ from bench.common import (
 )
 from producer.api import Producer
 from schemas.tasks import EPISODE_QUEUE, MERGE_QUEUE
+from state import keys
 from tests.services import broker_url
-from worker import keys
 
 PHASES = ("producer", "episode task", "merge task")
 MONITOR_LINE = re.compile(r'^\d+\.\d+ \[(\d+) ([^\]]+)\] "([^"]+)"')

@@ -24,7 +24,7 @@ import redis
 from schemas.settings import Settings
 from tests.services import ROOT, Worker, broker_url, start_private_redis, worker_env
 
-SAMPLES = ROOT / "producer" / "data" / "sample_failures.json"
+SAMPLES = ROOT / "ops" / "data" / "sample_failures.json"
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ from bench.common import (
     state_client,
     table,
 )
-from producer import embedded
+from ops import embedded
+from producer.push import Pusher
 from tests.services import ROOT, broker_url, worker_env
 
 ROUNDS = 3
@@ -61,7 +62,7 @@ class CpuLog:
 
 def run(opts: Options) -> str:
     """Measure and return the markdown section (or say why it was skipped)."""
-    missing = [p for p in ("producer/push.py", "producer/http.py") if not (ROOT / p).exists()]
+    missing = [p for p in ("producer/push.py", "ops/http.py") if not (ROOT / p).exists()]
     if missing:
         return "## 6. Ingestion throughput\n\nSkipped: " + ", ".join(missing) + " not there yet."
     if not shutil.which("redis-benchmark"):
@@ -223,8 +224,6 @@ async def _request(port: int, method: bytes, path: str, body: bytes) -> tuple[in
 
 
 def _push_loop(url: str, n: int, tag: str, cpu: CpuLog) -> float:
-    from producer.push import Pusher
-
     records = failure_records(n, f"push-{tag}")
     pusher = Pusher(settings_for(url))
     try:

@@ -36,10 +36,10 @@ from bench.common import (
     state_client,
     table,
 )
+from ops.embedded import EPISODE_PREFETCH_MULTIPLIER
 from producer.api import Producer
-from producer.embedded import EPISODE_PREFETCH_MULTIPLIER
+from state import keys
 from tests.services import ROOT
-from worker import keys
 
 LATENCY = 1.0
 ROUNDS = 3

@@ -40,7 +40,7 @@ from bench.common import (
 )
 from producer.api import Producer
 from schemas.failures import FailureBatch, RankingFailure
-from worker import deadletters, keys
+from state import deadletters, keys
 
 CONCURRENCY = 8
 POOL = "threads"

@@ -19,7 +19,8 @@ from schemas.failures import FailureBatch, RankingFailure
 from schemas.limits import MAX_TEXT_CHARS
 from schemas.params import PARAM_NAMES
 from schemas.settings import Settings
-from worker import episodes, keys, prompts, store
+from state import keys, store
+from worker import episodes, prompts
 from worker.reasoners.base import EpisodeRequest
 
 ROUNDS, CALLS = 3, 100

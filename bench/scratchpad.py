@@ -18,7 +18,7 @@ import redis
 from bench.common import Options, loadavg, percentile, private_redis, settings_for, stat, table
 from bench.seeding import Generator, seed, timed_merges
 from schemas.settings import Settings
-from worker import keys, store
+from state import keys, store
 
 ROUNDS = 3
 FAMILIES = [  # (label, pattern over key names), first match wins

@@ -21,7 +21,8 @@ from schemas.episode import Direction, Magnitude, ProposedChange, ReasonerAnswer
 from schemas.failures import FailureBatch, RankingFailure
 from schemas.params import PARAM_NAMES, ParameterPoint
 from schemas.settings import Settings
-from worker import reducer, signatures, versions
+from state import versions
+from worker import reducer, signatures
 
 COMMON_INTERACTIONS = [
     f"{a} interacts with {b}: raising one {verb} the effect of the other"

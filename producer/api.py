@@ -17,7 +17,7 @@ from schemas.errors import describe
 from schemas.failures import FailureBatch, RankingFailure
 from schemas.settings import Settings, get_settings
 from schemas.versions import Evaluation
-from worker import ledger, scripts, store
+from state import ledger, scripts, store
 
 CLAIM_SECONDS = 60  # how long a batch claim lives before its send is confirmed
 

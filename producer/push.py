@@ -37,7 +37,7 @@ from schemas.errors import describe
 from schemas.failures import FailureBatch, RankingFailure
 from schemas.ingest import PushReceipt, PushState
 from schemas.settings import Settings
-from worker import deadletters, scripts, store
+from state import deadletters, scripts, store
 
 log = logging.getLogger(__name__)
 

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     # push_resend_after_seconds.
     push_max_wait_seconds: Annotated[float, Field(ge=0.2, le=3_600)] = 10.0
     push_resend_after_seconds: Annotated[float, Field(ge=1, le=86_400)] = 60.0
-    # The open-batch ledger's sweep (worker/ledger.py): a batch sent longer ago than
+    # The open-batch ledger's sweep (state/ledger.py): a batch sent longer ago than
     # ledger_check_after_seconds and found in no broker queue nor among the unacknowledged
     # messages, on two sweeps, is sent again. The sweep reads the queues only while they
     # hold at most ledger_scan_limit messages (a backlog is not lost, only waiting).
@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     api_max_body_bytes: Annotated[int, Field(ge=1_024, le=64 * 1024 * 1024)] = 2 * 1024 * 1024
     api_max_failures_per_request: Annotated[int, Field(ge=1, le=100_000)] = 1_000
-    # Anthropic API calls, fleet-wide (worker/ratelimit.py, worker/budget.py): requests and
+    # Anthropic API calls, fleet-wide (state/ratelimit.py, state/budget.py): requests and
     # tokens (input + cache creation + output) per llm_rate_window_seconds across every
     # worker, 0 = unlimited; a daily token budget (UTC day, all four usage counters summed,
     # 0 = no cap) that pauses new calls, queued episodes re-checking every

@@ -11,23 +11,23 @@ EPISODE_QUEUE = "episodes"
 # episodes never delays merges (Redis queues are FIFO).
 MERGE_QUEUE = "merge"
 
+# Re-sends batches the broker lost (state.ledger): sent, not merged, and in no queue.
+SWEEP_OPEN = "ripmap.sweep_open"
+
+# Enqueues partial push batches that waited long enough and re-sends batches whose pusher
+# died (producer.push); on the merge queue, so it never waits behind an episode backlog.
+FLUSH_BUFFERS = "ripmap.flush_buffers"
+
+# Drains the reducer's inbox (state.inbox): episodes reasoned and waiting to be merged.
+MERGE_PENDING = "ripmap.merge_pending"
+
 TASK_QUEUES = {
     REASON_EPISODE: EPISODE_QUEUE,
     MERGE_INSIGHTS: MERGE_QUEUE,
     DISTILL: MERGE_QUEUE,
     STEP_PARAMS: MERGE_QUEUE,
     REPORT_EVALUATION: MERGE_QUEUE,
+    FLUSH_BUFFERS: MERGE_QUEUE,
+    SWEEP_OPEN: MERGE_QUEUE,
+    MERGE_PENDING: MERGE_QUEUE,
 }
-
-# Enqueues partial push batches that waited long enough and re-sends batches whose pusher
-# died (producer.push); on the merge queue, so it never waits behind an episode backlog.
-FLUSH_BUFFERS = "ripmap.flush_buffers"
-TASK_QUEUES[FLUSH_BUFFERS] = MERGE_QUEUE
-
-# Re-sends batches the broker lost (worker.ledger): sent, not merged, and in no queue.
-SWEEP_OPEN = "ripmap.sweep_open"
-TASK_QUEUES[SWEEP_OPEN] = MERGE_QUEUE
-
-# Drains the reducer's inbox (worker.inbox): episodes reasoned and waiting to be merged.
-MERGE_PENDING = "ripmap.merge_pending"
-TASK_QUEUES[MERGE_PENDING] = MERGE_QUEUE

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from schemas.settings import Settings
+from state import store
 from tests.services import Worker, database, start_private_redis, worker_env
-from worker import store
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from producer import embedded
+from ops import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,10 +21,10 @@ from schemas.failures import RankingFailure
 from schemas.params import PARAM_NAMES, PARAM_SPECS, ParameterPoint
 from schemas.scratchpad import ScratchpadSummary
 from schemas.settings import Settings
+from state import budget, deadletters, store
 from tests.factories import failure
 from tests.fake_anthropic import FakeAnthropic, Fault, reasoner_env
 from tests.services import Worker, wait_until, worker_env
-from worker import budget, deadletters, store
 from worker.reasoners.anthropic_api import (
     ANSWER_TOOL,
     WISDOM_TOOL,

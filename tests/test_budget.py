@@ -10,10 +10,10 @@ import redis
 from producer.api import Producer
 from schemas.episode import Usage
 from schemas.settings import Settings
+from state import budget, deadletters, keys, store
 from tests.factories import failure
 from tests.fake_anthropic import FakeAnthropic, reasoner_env
 from tests.services import Worker, wait_until, worker_env
-from worker import budget, deadletters, keys, store
 
 NOON = datetime(2031, 5, 17, 12, 0, tzinfo=UTC).timestamp()
 CALL = Usage(input_tokens=100, output_tokens=50, cache_creation_input_tokens=30,

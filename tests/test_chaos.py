@@ -42,6 +42,7 @@ from schemas import tasks
 from schemas.failures import FailureBatch
 from schemas.params import PARAM_SPECS, ParameterPoint
 from schemas.settings import Settings
+from state import deadletters, inbox, insights, keys, ledger, store, versions
 from tests import reliability
 from tests.factories import episode, failure
 from tests.fake_claude import fake_claude
@@ -53,7 +54,7 @@ from tests.services import (
     wait_until,
     worker_env,
 )
-from worker import deadletters, inbox, insights, keys, ledger, reducer, store, versions
+from worker import reducer
 from worker.schedule import beat_schedule
 
 pytestmark = pytest.mark.chaos
@@ -113,7 +114,7 @@ class RedisServer:
         args = [redis_server_binary(), "--port", port, "--bind", "127.0.0.1", "--dir",
                 str(self.data), "--save", "", "--appendonly", "yes", "--daemonize", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        from producer import embedded
+        from ops import embedded
 
         embedded.wait_for_redis(self.url, self.proc)
         self.restarts += 1

@@ -12,11 +12,11 @@ from celery import Celery
 
 from schemas import tasks
 from schemas.failures import FailureBatch, RankingFailure
+from state import deadletters, ledger, store
 from tests.factories import failure
 from tests.services import ROOT, Worker, broker_url, wait_until, worker_env
-from worker import deadletters, ledger, store
 
-CLI = [sys.executable, "-m", "producer.cli"]
+CLI = [sys.executable, "-m", "ops.cli"]
 
 
 def _run(args: list[str], env: dict[str, str], cwd: Path, stdin: str = "",

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer import dashboard
-from producer.embedded import free_port
+from ops import dashboard
+from ops.embedded import free_port
 from schemas.settings import Settings
 from schemas.versions import Evaluation
+from state import store, versions
 from tests.factories import episode
 from tests.services import ROOT, wait_until, worker_env
-from worker import distill, reducer, store, versions
+from worker import distill, reducer
 from worker.reasoners.heuristic import HeuristicReasoner
 
 
@@ -81,7 +82,7 @@ def test_report_is_self_contained_and_holds_the_api_numbers(client: redis.Redis,
 def api(redis_url: str, client: redis.Redis, settings: Settings) -> Iterator[str]:
     port = free_port()
     env = worker_env(redis_url, RIPMAP_API_TOKEN="s3cret")
-    proc = subprocess.Popen([sys.executable, "-m", "producer.cli", "serve", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "serve", "--port", str(port)],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

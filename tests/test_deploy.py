@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from producer.embedded import EPISODE_PREFETCH_MULTIPLIER, worker_command
+from ops.embedded import EPISODE_PREFETCH_MULTIPLIER, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,8 +4,9 @@ import redis
 
 from schemas.settings import Settings
 from schemas.wisdom import Wisdom
+from state import keys, store
 from tests.factories import episode
-from worker import distill, keys, reducer, store
+from worker import distill, reducer
 from worker.reasoners.heuristic import HeuristicReasoner
 
 

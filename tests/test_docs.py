@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from producer.cli import _parser
+from ops.cli import _parser
 from schemas import tasks
 from schemas.settings import Settings
 

@@ -23,17 +23,18 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from producer import cli, reading
+from ops import cli, reading
 from producer.api import InvalidInput, Producer
 from schemas import tasks
 from schemas.episode import ReasoningEpisode
 from schemas.failures import RankingFailure, content_id
 from schemas.settings import Settings
 from schemas.versions import Evaluation
+from state import deadletters, keys, store, versions
 from tests import reliability
 from tests.factories import episode, failure
 from tests.services import Worker, broker_url, start_private_redis, wait_until
-from worker import deadletters, episodes, keys, store, versions
+from worker import episodes
 
 pytestmark = pytest.mark.chaos  # part of the fault suite: `make chaos` runs 4x the examples
 

@@ -18,14 +18,15 @@ import redis
 import uvicorn
 from pydantic import SecretStr
 
-from producer.embedded import free_port
-from producer.http import create_app
+from ops.embedded import free_port
+from ops.http import create_app
 from schemas.failures import FailureBatch, RankingFailure
 from schemas.settings import Settings
 from schemas.wisdom import Wisdom
+from state import store
 from tests.factories import episode, failure
 from tests.services import ROOT, Worker, database, wait_until, worker_env
-from worker import reducer, store
+from worker import reducer
 
 
 def idle_broker_url(redis_url: str) -> str:
@@ -83,7 +84,7 @@ def live(redis_url: str, client: redis.Redis) -> Iterator[httpx.Client]:
     worker = Worker(env, concurrency=4, name="http-e2e", beat=True).wait_ready()
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "producer.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "ops.cli", "serve", "--port", str(port)],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
@@ -331,7 +332,7 @@ def test_serve_on_the_embedded_default_runs_its_own_service(tmp_path: Path) -> N
     env.update(PYTHONPATH=str(ROOT), RIPMAP_DATA_DIR=str(tmp_path / "data"),
                RIPMAP_REASONER="heuristic", RIPMAP_EPISODE_CONCURRENCY="4")
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "producer.cli", "serve", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "ops.cli", "serve", "--port", str(port)],
                               env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"

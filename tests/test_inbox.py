@@ -8,15 +8,16 @@ import threading
 import redis
 
 from schemas.settings import Settings
+from state import deadletters, inbox, keys, store
 from tests.factories import episode
-from worker import deadletters, inbox, keys, store
+from worker import drain
 
 
 def test_first_put_asks_for_a_drain_and_the_drain_merges_everything(
     client: redis.Redis, settings: Settings
 ) -> None:
     assert [inbox.put(client, episode(i)) for i in range(5)] == [True] + [False] * 4
-    report = inbox.drain(client, settings)
+    report = drain.drain(client, settings)
     assert (report.merged, report.duplicates, report.more) == (5, 0, False)
     assert client.hlen(keys.INBOX) == 0 and not client.exists(keys.INBOX_DRAINING)
     assert store.merged_flags(client, [f"ep{i}" for i in range(5)]) == [True] * 5
@@ -27,10 +28,10 @@ def test_a_copy_of_a_merged_episode_is_removed_without_effect(
     client: redis.Redis, settings: Settings
 ) -> None:
     inbox.put(client, episode(1))
-    inbox.drain(client, settings)
+    drain.drain(client, settings)
     before = client.hgetall(keys.STATS)
     inbox.put(client, episode(1))
-    report = inbox.drain(client, settings)
+    report = drain.drain(client, settings)
     assert (report.merged, report.duplicates) == (0, 1)
     assert client.hgetall(keys.STATS) == before and client.hlen(keys.INBOX) == 0
 
@@ -39,7 +40,7 @@ def test_a_drain_out_of_time_hands_over_and_keeps_the_flag(
     client: redis.Redis, settings: Settings
 ) -> None:
     inbox.put(client, episode(1))
-    report = inbox.drain(client, settings, seconds=0)
+    report = drain.drain(client, settings, seconds=0)
     assert report.more and report.merged == 0
     assert client.exists(keys.INBOX_DRAINING) and client.hlen(keys.INBOX) == 1
 
@@ -48,7 +49,7 @@ def test_an_invalid_entry_is_dead_lettered_not_retried(
     client: redis.Redis, settings: Settings
 ) -> None:
     client.hset(keys.INBOX, "bad", '{"episode_id": "bad"}')
-    report = inbox.drain(client, settings)
+    report = drain.drain(client, settings)
     assert report.dead_lettered == 1 and client.hlen(keys.INBOX) == 0
     letter = deadletters.get(client, "bad")
     assert letter is not None and "invalid episode" in letter.reason
@@ -74,7 +75,7 @@ def test_concurrent_puts_and_drains_merge_everything_once(
     def putter(k: int) -> None:
         for i in range(k * 40, k * 40 + 40):
             if inbox.put(client, episode(i)):
-                t = threading.Thread(target=inbox.drain, args=(client, settings))
+                t = threading.Thread(target=drain.drain, args=(client, settings))
                 with lock:
                     drains.append(t)
                 t.start()

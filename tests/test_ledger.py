@@ -8,14 +8,14 @@ import time
 
 import redis
 
-from producer import monitor
+from ops import monitor
 from producer.api import Producer, chunk, validate_failures
 from schemas import tasks
 from schemas.failures import FailureBatch
 from schemas.settings import Settings
+from state import deadletters, inbox, keys, ledger, scripts, store
 from tests.factories import episode, failure
 from tests.services import Worker, wait_until, worker_env
-from worker import deadletters, inbox, keys, ledger, scripts, store
 
 
 def _batches(count: int, salt: str) -> list[FailureBatch]:
@@ -122,5 +122,5 @@ def test_status_reads_batches_in_flight_and_episodes_awaiting_merge(
     _producer(settings, private_broker).enqueue_batches([first, second])
     inbox.put(client, episode(0, episode_id=first.batch_id, batch_id=first.batch_id))
     ops = monitor.operations(client, settings.model_copy(update={"broker_url": private_broker}))
-    assert (ops["open_batches"], ops["awaiting_merge"], ops["resent_by_ledger"]) == (2, 1, 0)
-    assert ops["queues"]["episodes"] == 2
+    assert (ops.open_batches, ops.awaiting_merge, ops.resent_by_ledger) == (2, 1, 0)
+    assert ops.queues["episodes"] == 2

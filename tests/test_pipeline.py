@@ -9,9 +9,9 @@ from celery import Celery
 from producer.api import Producer
 from schemas import tasks
 from schemas.settings import Settings
+from state import deadletters, keys, store
 from tests.factories import failure
 from tests.services import Worker, purge_broker, wait_until, worker_env
-from worker import deadletters, keys, store
 
 
 def _wait_merged(client: redis.Redis, ids: list[str], timeout: float = 120) -> None:

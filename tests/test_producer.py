@@ -5,9 +5,9 @@ import redis
 
 from producer.api import InvalidInput, Producer
 from schemas.settings import Settings
+from state import store
 from tests.factories import failure
 from tests.services import Worker, broker_url, wait_until
-from worker import store
 
 
 def _nothing_enqueued(client: redis.Redis, redis_url: str) -> bool:

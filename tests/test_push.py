@@ -23,14 +23,14 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from ops.embedded import free_port
 from producer.api import InvalidInput
-from producer.embedded import free_port
 from producer.push import Pusher
 from schemas import tasks
 from schemas.settings import Settings
+from state import keys, scripts, store
 from tests.factories import failure
 from tests.services import ROOT, database, wait_until, worker_env
-from worker import keys, scripts, store
 
 REPOS = ["alpha", "beta", "gamma"]
 
@@ -321,7 +321,7 @@ def test_concurrent_processes_never_lose_duplicate_or_overfill(
 def cli_push(redis_url: str, *args: str) -> subprocess.Popen[bytes]:
     env = worker_env(redis_url, RIPMAP_BROKER_URL=idle_broker_url(redis_url),
                      RIPMAP_BATCH_SIZE="2")
-    return subprocess.Popen([sys.executable, "-m", "producer.cli", "push", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "ops.cli", "push", *args], env=env,
                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
 

@@ -15,11 +15,11 @@ from schemas.episode import Usage
 from schemas.failures import RankingFailure
 from schemas.params import ParameterPoint
 from schemas.settings import Settings
+from state import budget, keys, store
+from state.ratelimit import FleetRateLimit, billed_tokens
 from tests.factories import failure
 from tests.fake_anthropic import FakeAnthropic, reasoner_env
 from tests.services import Worker, wait_until, worker_env
-from worker import budget, keys, store
-from worker.ratelimit import FleetRateLimit, billed_tokens
 from worker.reasoners.anthropic_api import AnthropicReasoner
 from worker.reasoners.base import EpisodeRequest
 

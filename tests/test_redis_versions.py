@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer import embedded
+from ops import embedded
 from schemas.settings import Settings
 from schemas.versions import Evaluation
+from state import store, versions
 from tests.factories import episode
-from worker import distill, reducer, store, versions
+from worker import distill, reducer
 from worker.reasoners.heuristic import HeuristicReasoner
 
 

@@ -6,8 +6,9 @@ import redis
 
 from schemas.params import PARAM_SPECS
 from schemas.settings import Settings
+from state import keys, store, versions
 from tests.factories import episode
-from worker import keys, reducer, store, versions
+from worker import reducer
 
 
 def test_merge_counts_once_and_redelivery_changes_nothing(client: redis.Redis,

@@ -26,11 +26,12 @@ import redis
 from celery import Celery
 from kombu import Connection
 
-from producer import embedded, reading
+from ops import embedded, reading
 from producer.api import InvalidInput, Producer
 from schemas import tasks
 from schemas.limits import MAX_FAILURES_PER_BATCH, MAX_QUERY_CHARS
 from schemas.settings import Settings
+from state import deadletters, keys, store
 from tests import reliability
 from tests.factories import failure
 from tests.fake_anthropic import FakeAnthropic
@@ -44,7 +45,6 @@ from tests.services import (
     wait_until,
     worker_env,
 )
-from worker import deadletters, keys, store
 
 API_KEY = "sk-ant-test-" + uuid.uuid4().hex
 API_TOKEN = "tok-" + uuid.uuid4().hex
@@ -196,7 +196,7 @@ def run_service(url: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
         ids = [r.batch_id for r in Producer(settings).enqueue([failure(i) for i in range(10)])]
         wait_until(lambda: all(store.merged_flags(client, ids)), 60, "batches merged")
         wait_until(lambda: store.latest_wisdom(client) is not None, 30, "the beat's distillation")
-        status = subprocess.run([sys.executable, "-m", "producer.cli", "status", "--json"],
+        status = subprocess.run([sys.executable, "-m", "ops.cli", "status", "--json"],
                                 env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
                                 check=False)
     finally:

@@ -14,8 +14,9 @@ from schemas.episode import Direction, Magnitude
 from schemas.params import PARAM_NAMES, PARAM_SPECS, ParameterPoint
 from schemas.settings import Settings
 from schemas.versions import Evaluation, Vote, VotedChange
+from state import consensus, keys, scripts, store, versions
 from tests.factories import episode
-from worker import consensus, keys, reducer, scripts, store, versions
+from worker import reducer
 
 changes_st = st.lists(
     st.builds(VotedChange, param=st.sampled_from(PARAM_NAMES),

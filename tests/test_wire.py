@@ -16,9 +16,9 @@ from kombu import Connection
 
 from schemas import tasks, wire
 from schemas.failures import FailureBatch
+from state import deadletters, store
 from tests.factories import failure
 from tests.services import ROOT, Worker, broker_url, wait_until
-from worker import deadletters, store
 
 
 def test_the_schema_file_matches_the_models() -> None:

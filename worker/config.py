@@ -4,30 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-from kombu.transport import redis as redis_transport
-
 from schemas.settings import Settings
 from schemas.tasks import EPISODE_QUEUE, TASK_QUEUES
 from worker.schedule import beat_schedule
-
-_original_connparams = redis_transport.Channel._connparams
-
-
-def _connparams(self: Any, asynchronous: bool = False) -> Any:
-    # Workaround for celery 5.7 / kombu 5.7: when the broker connection is lost, Celery
-    # releases the transport (its ``client`` becomes None), but channels of the lost
-    # connection still reconnect through it: to restore unacked messages while closing,
-    # and to ack the tasks that were running. Reading the released transport's host
-    # raised AttributeError, which stopped the worker ("Unrecoverable error"). As a
-    # connection error it is logged and ignored instead; the messages concerned stay
-    # unacknowledged in Redis and are redelivered after the visibility timeout.
-    if self.connection.client is None:
-        raise redis.ConnectionError("the broker connection of this channel was released")
-    return _original_connparams(self, asynchronous=asynchronous)  # type: ignore[no-untyped-call]
-
-
-redis_transport.Channel._connparams = _connparams  # type: ignore[method-assign]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-import uuid
 from dataclasses import dataclass, replace
 
 import redis
+from redis.exceptions import LockError
 
 from schemas.settings import Settings
 from schemas.wisdom import Wisdom
-from worker import keys, scripts, store
+from state import keys, store
 from worker.reasoners.base import Reasoner
 
 WISDOM_HISTORY = 50
@@ -49,15 +50,17 @@ def distill(
     client: redis.Redis, settings: Settings, reasoner: Reasoner, *, force: bool = False
 ) -> DistillOutcome:
     """Distill once, unless nothing was merged since the last one or another run holds the lock."""
-    token = uuid.uuid4().hex
     # A lock with expiry: a second beat or a manual trigger can't double a run, and a
-    # crashed holder can't block distillation forever.
-    if not client.set(keys.DISTILL_LOCK, token, nx=True, ex=settings.visibility_timeout):
+    # crashed holder can't block distillation forever. redis-py's Lock releases only its
+    # own token (a run that outlived its lock must not free the next holder's).
+    lock = client.lock(keys.DISTILL_LOCK, timeout=settings.visibility_timeout, blocking=False)
+    if not lock.acquire():
         return DistillOutcome("locked")
     try:
         return _distill_locked(client, settings, reasoner, force)
     finally:
-        scripts.release_lock(client, keys.DISTILL_LOCK, token)
+        with contextlib.suppress(LockError):  # expired meanwhile: nothing of ours to free
+            lock.release()
 
 
 def _distill_locked(

@@ -10,9 +10,11 @@ from pydantic import ValidationError
 
 from schemas.episode import ReasonerAnswer, ReasoningEpisode
 from schemas.failures import FailureBatch
+from schemas.limits import MAX_REASONING_CHARS
 from schemas.settings import Settings
 from schemas.versions import Vote
-from worker import scripts, signatures, store, versions
+from state import scripts, store, versions
+from worker import signatures
 from worker.reasoners.base import EpisodeRequest, Reasoner
 
 
@@ -60,7 +62,7 @@ def run_episode(
         status="ok" if reply.answer is not None else "unparsable",
         params=request.params,
         params_version=request.params_version,
-        reasoning=reply.raw[:60_000],
+        reasoning=reply.raw[:MAX_REASONING_CHARS],
         answer=reply.answer or ReasonerAnswer(confidence=0.0),
         failure_signatures=list(request.signatures),
         dropped_proposals=reply.dropped,

@@ -10,7 +10,7 @@ import redis
 from schemas.episode import ReasoningEpisode
 from schemas.settings import Settings
 from schemas.versions import Vote, VotedChange
-from worker import insights, scripts, versions
+from state import insights, scripts, versions
 
 # Below this confidence an episode's proposals are counted as evidence but cast no vote
 # (upstream ripmap's threshold for applying changes).

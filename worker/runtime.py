@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import functools
-import threading
 
 import redis
 
 from schemas.settings import Settings, get_settings
-from worker import store
+from state import store
 from worker.reasoners import get_reasoner
 from worker.reasoners.base import Reasoner
 
@@ -31,15 +30,7 @@ def broker() -> redis.Redis:
     return store.connect(settings().broker, max_connections=4)
 
 
-_reasoner_lock = threading.Lock()
-
-
-@functools.cache
-def _reasoner() -> Reasoner:
-    return get_reasoner(settings())
-
-
 def reasoner() -> Reasoner:
-    """This process's reasoner (built once: the first episodes start on many threads)."""
-    with _reasoner_lock:
-        return _reasoner()
+    """This process's reasoner (``get_reasoner`` builds it once, under its lock: the first
+    episodes start on many threads)."""
+    return get_reasoner(settings())

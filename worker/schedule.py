@@ -6,7 +6,7 @@ from typing import Any
 
 from schemas.settings import Settings
 from schemas.tasks import DISTILL, FLUSH_BUFFERS, MERGE_QUEUE, STEP_PARAMS, SWEEP_OPEN
-from worker.ledger import CONFIRM_SECONDS
+from state.ledger import CONFIRM_SECONDS
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:

@@ -15,23 +15,15 @@ import redis
 from celery import Task
 from pydantic import ValidationError
 
+from producer import push
+from producer.api import Producer
 from schemas import tasks as names
 from schemas.episode import ReasoningEpisode
 from schemas.errors import describe
 from schemas.failures import content_id
 from schemas.versions import Evaluation
-from worker import (
-    budget,
-    deadletters,
-    distill,
-    episodes,
-    inbox,
-    ledger,
-    reducer,
-    runtime,
-    store,
-    versions,
-)
+from state import budget, deadletters, inbox, ledger, store, versions
+from worker import distill, drain, episodes, reducer, runtime
 from worker.app import app
 from worker.reasoners.base import PermanentReasonerError, TransientReasonerError
 
@@ -96,7 +88,7 @@ def reason_episode(self: Task, batch: Any) -> dict[str, Any]:
 def merge_pending() -> dict[str, Any]:
     """Merge the episodes waiting in the reducer's inbox (each once, however often sent)."""
     client = runtime.state()
-    report = inbox.drain(client, runtime.settings())
+    report = drain.drain(client, runtime.settings())
     if report.more:  # hand over, keeping the flag: a task's time stays short
         _send_drain(client)
     return report.as_dict()
@@ -226,8 +218,6 @@ def _redact(text: str) -> str:
 @app.task(name=names.FLUSH_BUFFERS, **RETRY)
 def flush_buffers() -> dict[str, Any]:
     """Enqueue partial push batches that waited long enough; re-send those whose pusher died."""
-    from producer import push  # the producer's own pusher: batches are sent by task name
-
     return push.flush_due().as_dict()
 
 
@@ -235,12 +225,13 @@ def flush_buffers() -> dict[str, Any]:
 def sweep_open() -> dict[str, Any]:
     """Send again the open batches the broker lost (in no queue on two sweeps), and a drain
     for episodes left in the inbox without one."""
-    from producer.api import Producer  # batches are sent by task name, as producers do
-
     client, settings = runtime.state(), runtime.settings()
     if inbox.kick(client):  # episodes wait with no drain pending (one could not be sent)
         _send_drain(client)
     report, lost = ledger.find_lost(client, runtime.broker(), settings)
+    for bad in report.invalid:
+        deadletters.add(client, names.REASON_EPISODE, bad.payload, bad.reason,
+                        letter_id=bad.batch_id)
     if lost:
         producer = Producer(settings)
         try:

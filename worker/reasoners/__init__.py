@@ -34,6 +34,7 @@ def _secret(settings: Settings) -> str:
 
 
 def _build(name: str, settings: Settings) -> Reasoner:
+    # each reasoner is imported on demand: a worker loads only the one it runs
     if name == "heuristic":
         from worker.reasoners.heuristic import HeuristicReasoner
 
@@ -42,6 +43,7 @@ def _build(name: str, settings: Settings) -> Reasoner:
         from worker.reasoners.claude_cli import ClaudeCliReasoner
 
         return ClaudeCliReasoner(timeout=settings.claude_cli_timeout_seconds)
+    # on demand: anthropic's SDK is heavy, and a rule-based worker never loads it
     from worker.reasoners.anthropic_api import AnthropicReasoner
 
     return AnthropicReasoner(settings)

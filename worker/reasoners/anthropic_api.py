@@ -15,9 +15,9 @@
   (llm_timeout_seconds + llm_backoff_max_seconds)``, half the broker's visibility timeout
   at most. Other 4xx fail at once with ``PermanentReasonerError``. Error messages never
   contain the API key.
-- Fleet limits: every attempt first checks the daily token budget (``worker.budget``) and
-  reserves a request and its tokens in the fleet-wide rate limit (``worker.ratelimit``);
-  either may raise ``worker.budget.Paused``, on which the task re-queues itself.
+- Fleet limits: every attempt first checks the daily token budget (``state.budget``) and
+  reserves a request and its tokens in the fleet-wide rate limit (``state.ratelimit``);
+  either may raise ``state.budget.Paused``, on which the task re-queues itself.
 - Cost: each reply carries the usage of all its calls (input, output, cache creation and
   cache read tokens, model); each call is added to the running totals and the day's budget.
 - Prompt caching: the static system prompt (role, parameter glossary with bounds, output
@@ -49,8 +49,9 @@ from schemas.params import PARAM_NAMES, PARAM_SPECS
 from schemas.scratchpad import ScratchpadSummary
 from schemas.settings import Settings
 from schemas.wisdom import WisdomDraft
-from worker import budget, prompts, store
-from worker.ratelimit import FleetRateLimit, estimate_tokens
+from state import budget, store
+from state.ratelimit import FleetRateLimit, estimate_tokens
+from worker import prompts
 from worker.reasoners.base import (
     DistillReply,
     EpisodeRequest,

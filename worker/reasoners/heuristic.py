@@ -10,8 +10,8 @@ from schemas.episode import Direction, Magnitude, ProposedChange, ReasonerAnswer
 from schemas.params import PARAM_SPECS, ParameterPoint
 from schemas.scratchpad import ScratchpadSummary
 from schemas.wisdom import Heuristic, Preset, WisdomDraft
+from state import stepping
 from worker import signatures as sig
-from worker import stepping
 from worker.reasoners.base import DistillReply, EpisodeRequest, ReasonerReply
 
 Rule = list[tuple[str, Direction, Magnitude, str]]

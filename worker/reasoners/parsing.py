@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from schemas.episode import ProposedChange, ReasonerAnswer
 from schemas.limits import MAX_ITEMS
 from schemas.wisdom import WisdomDraft
-from worker import stepping
+from state import stepping
 
 # Every pattern here runs in time linear in its input (answers are untrusted text): no
 # quantified parts that can match the same characters as a neighbour.

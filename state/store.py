@@ -1,7 +1,7 @@
 """Reading and writing the shared state in Redis: the one home for it.
 
 The CLI and the HTTP API read through these functions too, so no key name is
-spelled outside ``worker.keys``.
+spelled outside ``state.keys``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from redis.retry import Retry
 from schemas.params import PARAM_NAMES, ParameterPoint
 from schemas.scratchpad import ChangeStat, Insight, ScratchpadSummary
 from schemas.wisdom import Wisdom
-from worker import insights, keys, scripts
+from state import insights, keys, scripts
 
 Pipe = redis.client.Pipeline
 

@@ -13,12 +13,12 @@ from typing import Any
 import redis
 from markdown_it import MarkdownIt
 
-from producer import monitor
-from schemas.dashboard import Dashboard, Importance, Operations, TrendingInsight, VersionPoint
+from ops import monitor
+from schemas.dashboard import Dashboard, Importance, TrendingInsight, VersionPoint
 from schemas.params import PARAM_NAMES, PARAM_SPECS, ParameterPoint
 from schemas.settings import Settings
 from schemas.versions import ParamVersion, VersionScore
-from worker import insights, store, versions
+from state import insights, store, versions
 
 RECENT_EPISODES = 50
 MAX_VERSIONS = 500
@@ -39,7 +39,7 @@ def collect(client: redis.Redis, settings: Settings, top_k: int = 15) -> Dashboa
         insights=_trending(client, summary.model_dump()),
         proposals=summary.changes,
         importance=importance(history),
-        operations=Operations(**monitor.operations(client, settings)),
+        operations=monitor.operations(client, settings),
         wisdom_version=summary.wisdom_version,
         wisdom_html=_markdown(wisdom.to_markdown()) if wisdom else "<p>No wisdom yet.</p>",
     )
@@ -131,4 +131,4 @@ def _markdown(text: str) -> str:
 
 
 def _static(name: str) -> str:
-    return resources.files("producer").joinpath(f"static/{name}").read_text()
+    return resources.files("ops").joinpath(f"static/{name}").read_text()

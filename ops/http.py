@@ -4,14 +4,13 @@ wisdom over HTTP, without importing our code. Run it with ``ripmap-optimizer ser
 Routes live on two routers: ``v1`` (everything under ``/v1``, behind the optional bearer
 token) and ``probes`` (``/healthz``, always open). Add a route by decorating a function
 with ``@v1.get(...)``/``@v1.post(...)`` and taking ``StateDep``/``PusherDep``/``SettingsDep``;
-read shared state only through ``worker.store``.
+read shared state only through ``state.store``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -23,10 +22,16 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Req
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
 from starlette.routing import Route
 
+from ops.http_dashboard import router as dashboard_router
+from ops.http_deps import (
+    PusherDep,
+    StateDep,
+    authorize,
+    require_token,
+)
 from producer.push import Pusher
 from schemas.failures import RankingFailure
 from schemas.ingest import Problem, ProblemResponse, PushResponse
@@ -35,7 +40,7 @@ from schemas.scratchpad import ScratchpadSummary
 from schemas.settings import Settings, get_settings
 from schemas.versions import Evaluation, ParamVersion
 from schemas.wisdom import Wisdom
-from worker import store, versions
+from state import store, versions
 
 MARKDOWN = "text/markdown"
 PUSH_THREADS = 40  # pushes in flight at once, as many as Starlette's default thread pool
@@ -59,62 +64,6 @@ class BadInput(HTTPException):
         super().__init__(status, "; ".join(f"{p.path}: {p.msg}" for p in problems))
         self.problems = problems
 
-
-# --- dependencies ----------------------------------------------------------------------
-# async although nothing in them waits: FastAPI runs a sync dependency in its thread pool,
-# and that hop cost more than the whole push.
-
-bearer = HTTPBearer(
-    auto_error=False,
-    description="RIPMAP_API_TOKEN. Required when the server has one set (set it in production).",
-)
-
-
-async def require_token(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    """Reject the request unless it carries the configured bearer token (if one is set)."""
-    check_token(request.app.state.settings, credentials.credentials if credentials else "")
-
-
-def authorize(request: Request) -> None:
-    """``require_token`` for a route without dependencies: the bearer token from the
-    Authorization header, checked the same way."""
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    check_token(request.app.state.settings, given.strip() if scheme.lower() == "bearer" else "")
-
-
-def check_token(settings: Settings, given: str) -> bool:
-    """Raise 401 unless ``given`` is the API token; False when auth is off (no token set)."""
-    secret = settings.api_token
-    # an empty token (e.g. compose's `${RIPMAP_API_TOKEN:-}`) means no auth, like an unset one
-    expected = secret.get_secret_value() if secret is not None else ""
-    if not expected:
-        return False
-    if not secrets.compare_digest(given.encode(), expected.encode()):
-        reason = "wrong bearer token" if given else "missing bearer token"
-        raise HTTPException(401, detail=reason, headers={"WWW-Authenticate": "Bearer"})
-    return True
-
-
-async def _pusher(request: Request) -> Pusher:
-    pusher: Pusher = request.app.state.pusher
-    return pusher
-
-
-async def _state(request: Request) -> redis.Redis:
-    return (await _pusher(request)).client
-
-
-async def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-PusherDep = Annotated[Pusher, Depends(_pusher)]
-StateDep = Annotated[redis.Redis, Depends(_state)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
 
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
 # The hot route, POST /v1/failures, is served as a plain Starlette route: FastAPI's
@@ -385,8 +334,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(probes)
     app.router.routes.append(Route("/v1/failures", post_failures, methods=["POST"]))
     app.include_router(v1)
-    from producer.http_dashboard import router as dashboard_router  # it imports this module
-
     app.include_router(dashboard_router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -32,8 +32,8 @@ from limits.strategies import MovingWindowRateLimiter
 
 from schemas.episode import Usage
 from schemas.settings import Settings
-from worker import keys
-from worker.budget import Paused
+from state import keys
+from state.budget import Paused
 
 TOKEN_SLOTS = 1_000
 MAX_TOKEN_UNIT = 100  # a call's reservation is rounded up by less than this many tokens

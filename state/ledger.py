@@ -26,13 +26,22 @@ from pydantic import ValidationError
 from schemas.errors import describe
 from schemas.failures import FailureBatch
 from schemas.settings import Settings
-from schemas.tasks import EPISODE_QUEUE, REASON_EPISODE
-from worker import inbox, keys, scripts
+from schemas.tasks import EPISODE_QUEUE
+from state import inbox, keys, scripts
 
 CONFIRM_SECONDS = 5.0  # between the two sightings of a batch in no queue
 SWEEP_LIMIT = 1_000  # open batches one sweep looks at
 RESENT_STAT = "batches_resent"  # field of keys.STATS the sweep counts its re-sends in
 UNACKED = "unacked"  # kombu's hash of delivered, unacknowledged messages (its default name)
+
+
+@dataclass(frozen=True)
+class InvalidBatch:
+    """A ledger copy that no longer validates: the caller dead-letters it."""
+
+    batch_id: str
+    payload: Any
+    reason: str
 
 
 @dataclass
@@ -43,11 +52,12 @@ class SweepReport:
     missing: int = 0
     resent: list[str] = field(default_factory=list)
     skipped: str | None = None
+    invalid: list[InvalidBatch] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The report as the sweep task's JSON result."""
         return {"checked": self.checked, "missing": self.missing, "resent": self.resent,
-                "skipped": self.skipped}
+                "skipped": self.skipped, "invalid": [b.batch_id for b in self.invalid]}
 
 
 def queue_clear(pipe: redis.client.Pipeline, batch_ids: list[str]) -> None:
@@ -85,7 +95,10 @@ def resent_count(client: redis.Redis) -> int:
 
 def find_lost(state: redis.Redis, broker: redis.Redis, settings: Settings,
               now: float | None = None) -> tuple[SweepReport, list[FailureBatch]]:
-    """Open batches the broker lost (seen missing twice), for the caller to send again."""
+    """Open batches the broker lost (seen missing twice), for the caller to send again.
+
+    A ledger copy that no longer validates is handed back in ``report.invalid`` for the
+    caller to dead-letter (the ledger does not write dead letters itself)."""
     now = time.time() if now is None else now
     report = SweepReport()
     old = cast(list[str], state.zrangebyscore(
@@ -102,7 +115,7 @@ def find_lost(state: redis.Redis, broker: redis.Redis, settings: Settings,
     report.missing = len(missing)
     confirmed = scripts.sight_missing(state, missing, [b for b in old if b in present], now,
                                       CONFIRM_SECONDS)
-    return report, _payloads(state, confirmed)
+    return report, _payloads(state, confirmed, report)
 
 
 def broker_ids(broker: redis.Redis, limit: int) -> set[str] | None:
@@ -125,8 +138,10 @@ def _message_id(message: Any) -> str:
         return ""
 
 
-def _payloads(state: redis.Redis, batch_ids: list[str]) -> list[FailureBatch]:
-    """The ledger's copies of ``batch_ids`` (a batch closed meanwhile is left out)."""
+def _payloads(state: redis.Redis, batch_ids: list[str], report: SweepReport
+              ) -> list[FailureBatch]:
+    """The ledger's copies of ``batch_ids`` (a batch closed meanwhile is left out; one that
+    no longer validates goes to ``report.invalid``)."""
     if not batch_ids:
         return []
     out = []
@@ -137,8 +152,6 @@ def _payloads(state: redis.Redis, batch_ids: list[str]) -> list[FailureBatch]:
         try:
             out.append(FailureBatch.model_validate_json(raw))
         except ValidationError as exc:  # only if the contract changed under the ledger
-            from worker import deadletters  # it imports this module
-
             reason = "open batch no longer valid: " + "; ".join(describe(exc))
-            deadletters.add(state, REASON_EPISODE, json.loads(raw), reason, letter_id=batch_id)
+            report.invalid.append(InvalidBatch(batch_id, json.loads(raw), reason))
     return out

@@ -21,7 +21,7 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from producer import embedded, monitor, reading
+from ops import dashboard, embedded, monitor, reading
 from producer.api import InvalidInput, Producer, validate_failures
 from producer.push import Pusher
 from schemas import tasks
@@ -33,7 +33,7 @@ from schemas.scratchpad import ScratchpadSummary
 from schemas.settings import Settings, get_settings
 from schemas.versions import Evaluation
 from schemas.wisdom import Wisdom
-from worker import deadletters, store, versions
+from state import deadletters, store, versions
 
 out = Console()
 err = Console(stderr=True)
@@ -132,29 +132,29 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         current, best = versions.current_number(client), versions.best_number(client)
     if args.json:
         out.print_json(json.dumps({
-            **ops, "params_version": current, "best_version": best,
+            **ops.model_dump(mode="json"), "params_version": current, "best_version": best,
             "push_buffered": buffered, "push_unconfirmed": unconfirmed,
             "last_distilled_at": wisdom.created_at if wisdom else None,
             "scratchpad": summary.model_dump(mode="json")}))
         return 0
     table = Table(title="ripmap-optimizer status", show_header=False)
-    for queue, depth in ops["queues"].items():
+    for queue, depth in ops.queues.items():
         table.add_row(f"queue {queue}", str(depth))
     table.add_row("pushed, waiting for a batch", str(sum(buffered.values())))
-    table.add_row("batches sent, not yet merged", str(ops["open_batches"]))
-    table.add_row("episodes waiting to be merged", str(ops["awaiting_merge"]))
-    if ops["resent_by_ledger"]:
-        table.add_row("batches the broker lost, sent again", str(ops["resent_by_ledger"]))
+    table.add_row("batches sent, not yet merged", str(ops.open_batches))
+    table.add_row("episodes waiting to be merged", str(ops.awaiting_merge))
+    if ops.resent_by_ledger:
+        table.add_row("batches the broker lost, sent again", str(ops.resent_by_ledger))
     table.add_row("episodes merged", f"{summary.episodes} ({summary.unparsable} unparsable), "
-                  f"{ops['episodes_per_minute']:.1f}/min over the last 10 min")
-    table.add_row("dead letters", str(ops["dead_letters"]))
+                  f"{ops.episodes_per_minute:.1f}/min over the last 10 min")
+    table.add_row("dead letters", str(ops.dead_letters))
     table.add_row("parameters", f"v{current}, best: {'v' + str(best) if best is not None else '-'}")
     table.add_row("last distillation", _distilled(wisdom, summary.pending_distill))
-    table.add_row("tokens", ", ".join(f"{k} {v:,}" for k, v in ops["tokens"].items()) or "none")
-    limit = f" of {ops['budget_limit']:,}" if ops["budget_limit"] else " (no daily cap)"
-    table.add_row("budget today", f"{ops['budget_used_today']:,}{limit}")
-    if ops["budget_paused_reason"]:
-        table.add_row("[bold red]LLM calls paused[/]", ops["budget_paused_reason"])
+    table.add_row("tokens", ", ".join(f"{k} {v:,}" for k, v in ops.tokens.items()) or "none")
+    limit = f" of {ops.budget_limit:,}" if ops.budget_limit else " (no daily cap)"
+    table.add_row("budget today", f"{ops.budget_used_today:,}{limit}")
+    if ops.budget_paused_reason:
+        table.add_row("[bold red]LLM calls paused[/]", ops.budget_paused_reason)
     out.print(table)
     _print_params(summary.params)
     return 0
@@ -271,8 +271,6 @@ def cmd_report_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     """Write the dashboard as one self-contained HTML file (opens offline)."""
-    from producer import dashboard
-
     with embedded.service(settings, workers=False) as live:
         data = dashboard.collect(store.connect(live.state_url), live)
     Path(args.output).write_text(dashboard.render(data, live=False))
@@ -519,10 +517,10 @@ def _line_problems(raw: bytes, max_line: int) -> RankingFailure | list[str]:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the HTTP API until interrupted; on the embedded default, with its workers."""
-    # imported here: FastAPI and uvicorn are only needed by this command
+    # imported on demand: FastAPI and uvicorn are only needed by this command
     import uvicorn
 
-    from producer.http import create_app
+    from ops.http import create_app
 
     # uvicorn re-raises SIGTERM after its graceful shutdown; main's handler turns it into
     # an exit through the `with`, so the embedded service is stopped too

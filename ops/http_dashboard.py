@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
-from producer import dashboard
-from producer.http import SettingsDep, StateDep, bearer, check_token
+from ops import dashboard
+from ops.http_deps import SettingsDep, StateDep, bearer, check_token
 from schemas.dashboard import Dashboard
 
 router = APIRouter(tags=["dashboard"])
@@ -43,7 +43,7 @@ def dashboard_page(token: Authorized) -> HTMLResponse:
 @router.get("/dashboard/static/chart.umd.min.js", include_in_schema=False)
 def chart_library(_: Authorized) -> Response:
     """Chart.js, vendored (MIT licence): the dashboard needs no network."""
-    js = resources.files("producer").joinpath("static/chart.umd.min.js").read_text()
+    js = resources.files("ops").joinpath("static/chart.umd.min.js").read_text()
     return Response(js, media_type="text/javascript",
                     headers={"Cache-Control": "public, max-age=86400"})
 

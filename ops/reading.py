@@ -30,7 +30,7 @@ def read_records(source: str, text: str | None = None) -> list[Any]:
 
 def sample_failures() -> list[Any]:
     """The bundled sample failures the ``demo`` command runs."""
-    text = resources.files("producer").joinpath("data/sample_failures.json").read_text()
+    text = resources.files("ops").joinpath("data/sample_failures.json").read_text()
     return list(json.loads(text))
 
 

@@ -20,7 +20,7 @@ import redis
 
 from schemas.episode import Usage
 from schemas.settings import Settings
-from worker import keys
+from state import keys
 
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
                 "cache_read_input_tokens")

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import redis
 
+from schemas.dashboard import Operations
 from schemas.settings import Settings
 from schemas.tasks import EPISODE_QUEUE, MERGE_QUEUE
-from worker import budget, deadletters, inbox, ledger, store
+from state import budget, deadletters, inbox, ledger, store
 
 
 def queue_depths(broker_url: str) -> dict[str, int]:
     """Messages waiting on each queue (works for Redis and AMQP brokers)."""
+    # imported on demand: kombu is only needed by this reading, not by every importer
     from kombu.connection import Connection
 
     depths = {}
@@ -34,7 +35,7 @@ def episodes_per_minute(client: redis.Redis, window: float = 600.0) -> float:
     return len(recent) / (window / 60.0)
 
 
-def operations(client: redis.Redis, settings: Settings) -> dict[str, Any]:
+def operations(client: redis.Redis, settings: Settings) -> Operations:
     """Queues, batches in flight (sent, not yet merged), episodes waiting for the reducer,
     batches the broker lost and the sweep sent again, dead letters, token totals and
     today's budget."""
@@ -44,16 +45,16 @@ def operations(client: redis.Redis, settings: Settings) -> dict[str, Any]:
     for per_kind in budget.totals(client).values():
         for name, n in per_kind.items():
             tokens[name] = tokens.get(name, 0) + n
-    return {
-        "episodes": summary.episodes,
-        "episodes_per_minute": round(episodes_per_minute(client), 2),
-        "queues": queue_depths(settings.broker),
-        "dead_letters": deadletters.count(client),
-        "open_batches": ledger.open_count(client),
-        "awaiting_merge": inbox.count(client),
-        "resent_by_ledger": ledger.resent_count(client),
-        "tokens": tokens,
-        "budget_used_today": spend.used,
-        "budget_limit": spend.limit,
-        "budget_paused_reason": spend.reason,
-    }
+    return Operations(
+        episodes=summary.episodes,
+        episodes_per_minute=round(episodes_per_minute(client), 2),
+        queues=queue_depths(settings.broker),
+        dead_letters=deadletters.count(client),
+        open_batches=ledger.open_count(client),
+        awaiting_merge=inbox.count(client),
+        resent_by_ledger=ledger.resent_count(client),
+        tokens=tokens,
+        budget_used_today=spend.used,
+        budget_limit=spend.limit,
+        budget_paused_reason=spend.reason,
+    )

@@ -9,7 +9,7 @@ import redis
 
 from schemas.deadletter import DeadLetter
 from schemas.failures import content_id
-from worker import keys, ledger
+from state import keys, ledger
 
 MAX_REASON_CHARS = 2_000
 

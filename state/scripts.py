@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from worker import keys
+from state import keys
 
 Client = redis.Redis | redis.client.Pipeline
 
@@ -251,14 +251,6 @@ end
 return 1
 """
 
-RELEASE_LOCK = """
--- Release a lock only if we still hold it (it may have expired and been retaken).
--- KEYS[1] lock   ARGV[1] our token
--- Returns 1 when released, 0 when the lock was no longer ours.
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 LEDGER_KEYS = [keys.OPEN, keys.OPEN_SINCE, keys.OPEN_MISSING]
 _INSIGHT_KEYS = [
     k for kind in keys.INSIGHT_KINDS for k in (keys.insights(kind), keys.insight_text(kind))
@@ -393,11 +385,6 @@ def step_version(
     flat = [x for name, value in values.items() for x in (name, repr(value))]
     args = [expected_current, expected_pending, number, record_json, brief_json, leaving, *flat]
     return int(_run(client, STEP_VERSION, script_keys, args))
-
-
-def release_lock(client: redis.Redis, key: str, token: str) -> bool:
-    """Run RELEASE_LOCK; True when we held the lock and released it."""
-    return bool(_run(client, RELEASE_LOCK, [key], [token]))
 
 
 def _pairs(flat: list[Any]) -> list[tuple[str, int]]:

@@ -11,7 +11,7 @@ import redis
 from schemas.params import ParameterPoint
 from schemas.settings import Settings
 from schemas.versions import Evaluation, ParamVersion, Reason, VersionScore, Vote
-from worker import consensus, keys, scripts, store
+from state import consensus, keys, scripts, store
 
 INITIAL = ParamVersion(version=0, params=ParameterPoint(), reason="initial")
 STEP_RETRIES = 20

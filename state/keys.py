@@ -11,9 +11,9 @@ EPISODE_LOG = PREFIX + "episodes"  # list of episode JSON, newest first, trimmed
 WISDOM_LATEST = PREFIX + "wisdom:latest"  # string: Wisdom JSON
 WISDOM_HISTORY = PREFIX + "wisdom:history"  # list of Wisdom JSON, newest first, trimmed
 DISTILL_LOCK = PREFIX + "lock:distill"
-# The open-batch ledger (worker/ledger.py): batches the producer sent, not yet merged or
+# The open-batch ledger (state/ledger.py): batches the producer sent, not yet merged or
 # dead-lettered; the sweep re-sends one the broker lost.
-# The reducer's inbox (worker/inbox.py): episodes reasoned, waiting for the merge task.
+# The reducer's inbox (state/inbox.py): episodes reasoned, waiting for the merge task.
 INBOX = PREFIX + "inbox"  # hash: episode id -> episode JSON
 INBOX_DRAINING = PREFIX + "inbox:draining"  # string: a drain task is queued or running
 OPEN = PREFIX + "open"  # hash: batch id -> FailureBatch JSON
@@ -84,7 +84,7 @@ def evaluation_seen(evaluation_id: str) -> str:
     return f"{PREFIX}eval-seen:{evaluation_id}"
 
 
-# Anthropic API accounting (worker/ratelimit.py, worker/budget.py).
+# Anthropic API accounting (state/ratelimit.py, state/budget.py).
 LIMITER_PREFIX = PREFIX + "limiter"  # key prefix of the `limits` library's moving windows
 RATE_REQUESTS = "llm-requests"  # limits identifier: requests per window, fleet-wide
 RATE_TOKENS = "llm-tokens"  # limits identifier: token units per window, fleet-wide

@@ -2,7 +2,7 @@
 
 The seed used 1 ± {0.1, 0.3, 1.0}: "decrease large" multiplied by 0 and destroyed the
 parameter. Here a decrease is the reciprocal of the increase of the same magnitude
-(the log-space steps of ``worker.consensus``), so every step can be undone.
+(the log-space steps of ``state.consensus``), so every step can be undone.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 
 from schemas.episode import Direction, ProposedChange
 from schemas.params import PARAM_SPECS, ParameterPoint
-from worker.consensus import LOG_STEP
+from state.consensus import LOG_STEP
 
 
 def factor(change: ProposedChange) -> float:
