@@ -35,7 +35,7 @@ def test_compose_refuses_flower_without_basic_auth() -> None:
 def test_procfile_runs_every_process_with_separate_merge_queue() -> None:
     entries = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines()
                    if line and not line.startswith("#"))
-    assert set(entries) == {"worker", "merger", "beat", "flower", "api"}
+    assert set(entries) == {"worker", "merger", "evaluator", "beat", "flower", "api"}
     assert "-Q episodes" in entries["worker"] and "-P threads" in entries["worker"]
     assert f"--prefetch-multiplier {EPISODE_PREFETCH_MULTIPLIER}" in entries["worker"]
     assert "--prefetch-multiplier" not in entries["merger"]
