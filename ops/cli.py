@@ -21,7 +21,7 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ops import dashboard, embedded, monitor, reading
+from ops import dashboard, embedded, loop, monitor, reading
 from producer.api import InvalidInput, Producer, validate_failures
 from producer.push import Pusher
 from schemas import tasks
@@ -586,6 +586,7 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="write the dashboard as a self-contained HTML file")
     rep.add_argument("--output", type=Path, default=Path("report.html"))
     rep.set_defaults(func=cmd_report)
+    loop.add_parsers(sub)
     for sp in (e, o, d, q, r, sub.choices["demo"]):
         sp.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
     return p

@@ -115,13 +115,16 @@ def check_workers() -> None:
 
 
 def start_workers(settings: Settings, url: str, log_dir: Path) -> list[subprocess.Popen[bytes]]:
-    """One worker for episodes (threads: many LLM calls in flight) and one for merges + beat."""
+    """One worker for episodes (threads: many LLM calls in flight), one for evaluations and
+    one for merges + beat."""
     env = {**os.environ, "RIPMAP_REDIS_URL": url, "RIPMAP_DATA_DIR": str(settings.data_dir)}
     env.pop("REDIS_URL", None)
     log_dir.mkdir(parents=True, exist_ok=True)
     specs = [
         ("episodes", worker_command("episodes", "threads", settings.episode_concurrency,
                                     "episodes", None, EPISODE_PREFETCH_MULTIPLIER)),
+        # the closed loop's evaluations: CPU-bound, one at a time, never behind episodes
+        ("evaluate", worker_command("evaluate", "threads", 1, "evaluate", None)),
         ("merge", worker_command("merge", "threads", settings.merge_concurrency, "merge",
                                  log_dir / "celerybeat-schedule")),
     ]

@@ -43,6 +43,10 @@ class Repository:
         self._batches: dict[str, Batch] = dict(index.batches)
         self._solutions: OrderedDict[tuple[str, float], F64] = OrderedDict()
 
+    def is_current(self) -> bool:
+        """True while the repository's HEAD is the commit this index was built at."""
+        return head(self.path) == self.index.head
+
     @property
     def name(self) -> str:
         """The repository directory's name."""

@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     max_step_factor: Annotated[float, Field(gt=1.0, le=10.0)] = 2.0
     min_eval_cases: Annotated[int, Field(ge=1)] = 20
     rollback_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    # Trust region: the current version moves at most max_unevaluated_steps consensus steps
+    # beyond the last version with an evaluation; further steps wait (votes kept) for one.
+    max_unevaluated_steps: Annotated[int, Field(ge=1, le=1_000)] = 3
+    # The closed loop (state/evaluations.py): each new version is scored on every registered
+    # repository; a bounded sample of its failing cases comes back as episodes. An evaluation
+    # whose task was lost is sent again after evaluate_redispatch_seconds.
+    eval_failures_per_version: Annotated[int, Field(ge=0, le=10_000)] = 40
+    evaluate_redispatch_seconds: Annotated[float, Field(ge=1, le=86_400)] = 900.0
     trajectory_length: Annotated[int, Field(ge=1, le=50)] = 8
     # versions kept in full (values, provenance); older ones are dropped, never the best
     version_retention: Annotated[int, Field(ge=10)] = 1_000

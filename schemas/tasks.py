@@ -21,6 +21,13 @@ FLUSH_BUFFERS = "ripmap.flush_buffers"
 # Drains the reducer's inbox (state.inbox): episodes reasoned and waiting to be merged.
 MERGE_PENDING = "ripmap.merge_pending"
 
+# The closed loop: score a version on a registered repository with the reference ranker,
+# on its own queue (CPU-bound; never behind episodes, and episodes never behind it), and the
+# beat's dispatch of evaluations due (state.evaluations).
+EVALUATE_QUEUE = "evaluate"
+EVALUATE_VERSION = "ripmap.evaluate_version"
+DISPATCH_EVALUATIONS = "ripmap.dispatch_evaluations"
+
 TASK_QUEUES = {
     REASON_EPISODE: EPISODE_QUEUE,
     MERGE_INSIGHTS: MERGE_QUEUE,
@@ -30,4 +37,6 @@ TASK_QUEUES = {
     FLUSH_BUFFERS: MERGE_QUEUE,
     SWEEP_OPEN: MERGE_QUEUE,
     MERGE_PENDING: MERGE_QUEUE,
+    EVALUATE_VERSION: EVALUATE_QUEUE,
+    DISPATCH_EVALUATIONS: MERGE_QUEUE,
 }

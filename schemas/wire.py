@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 from schemas import tasks
 from schemas.episode import ReasoningEpisode
 from schemas.failures import FailureBatch
+from schemas.repos import EvaluateRequest
 from schemas.versions import Evaluation
 
 SCHEMA_FILE = Path(__file__).with_name("task_payloads.schema.json")
@@ -100,6 +101,18 @@ TASKS: dict[str, TaskSpec] = {
         (), NoKwargs,
         "Internal (beat): send again the batches the broker lost (sent, not merged, and in "
         "no queue on two sweeps).",
+    ),
+    tasks.EVALUATE_VERSION: TaskSpec(
+        (EvaluateRequest,), NoKwargs,
+        "Internal (the closed loop): score a parameter version on a registered repository "
+        "with the reference ranker, record its tuning NDCG (held-out beside it, for "
+        "reporting only) and push a sample of its failures as episodes. Once per (version, "
+        "repository).",
+    ),
+    tasks.DISPATCH_EVALUATIONS: TaskSpec(
+        (), NoKwargs,
+        "Internal (beat): send the evaluations due (each new version, on every registered "
+        "repository), and again those whose task was lost.",
     ),
 }
 

@@ -95,3 +95,9 @@ BUDGET_LIMIT = PREFIX + "budget:limit"  # string: daily token budget set live (o
 def budget_used(day: str) -> str:
     """Counter of tokens used on one UTC day (``YYYY-MM-DD``), expiring a few days later."""
     return f"{PREFIX}budget:used:{day}"
+
+# The closed loop (state/evaluations.py): registered repositories, and the versions due
+# an evaluation on each.
+REPOS = PREFIX + "repos"  # hash: repo name -> RegisteredRepo JSON
+EVAL_DUE = PREFIX + "evaluate:due"  # zset: "<version>|<repo>" -> when it may be sent (again)
+EVAL_RESULTS = PREFIX + "evaluations"  # hash: "<version>|<repo>" -> RepoEvaluation JSON

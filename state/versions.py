@@ -11,7 +11,7 @@ import redis
 from schemas.params import ParameterPoint
 from schemas.settings import Settings
 from schemas.versions import Evaluation, ParamVersion, Reason, VersionScore, Vote
-from state import consensus, keys, scripts, store
+from state import consensus, evaluations, keys, scripts, store
 
 INITIAL = ParamVersion(version=0, params=ParameterPoint(), reason="initial")
 STEP_RETRIES = 20
@@ -56,6 +56,8 @@ def try_step(client: redis.Redis, settings: Settings, *, min_votes: int) -> Para
         current, raw_params, raw_votes = scripts.step_context(client)
         if len(raw_votes) < max(min_votes, 1):
             return None
+        if unevaluated_steps(client, current) >= settings.max_unevaluated_steps:
+            return None  # trust region: the votes wait as they are for an evaluation
         votes = sorted((Vote.model_validate_json(v) for v in raw_votes),
                        key=lambda v: v.episode_id)
         params, factors = consensus.step(store.params_from(raw_params), votes,
@@ -69,6 +71,26 @@ def try_step(client: redis.Redis, settings: Settings, *, min_votes: int) -> Para
         if outcome == 0:
             return None
     return None
+
+
+def unevaluated_steps(client: redis.Redis, version: int | None = None) -> int:
+    """Consensus steps from the newest evaluated ancestor of ``version`` (default: current)
+    to it: how far the parameters moved without evidence."""
+    v: int | None = current_number(client) if version is None else version
+    steps = 0
+    while v is not None and not score(client, v).cases:
+        record = get(client, v)
+        if record is None:
+            break
+        steps += record.reason == "consensus"
+        v = record.parent
+    return steps
+
+
+def held_for_evaluation(client: redis.Redis, settings: Settings) -> bool:
+    """True when votes wait because the trust region is exhausted."""
+    return (pending_votes(client) > 0
+            and unevaluated_steps(client) >= settings.max_unevaluated_steps)
 
 
 def tick(client: redis.Redis, settings: Settings, *, force: bool = False) -> ParamVersion | None:
@@ -179,11 +201,17 @@ def _brief(record: ParamVersion) -> dict[str, Any]:
 
 def _commit(client: redis.Redis, record: ParamVersion, expected_pending: int,
             settings: Settings) -> int:
-    """STEP_VERSION for ``record`` (made from its parent, the current version)."""
-    return scripts.step_version(
+    """STEP_VERSION for ``record`` (made from its parent, the current version); a version
+    created is due an evaluation on every registered repository."""
+    outcome = scripts.step_version(
         client, record.parent or 0, expected_pending,
         (record.version, record.model_dump_json(), json.dumps(_brief(record))),
         record.params.as_floats(), settings.version_retention)
+    if outcome == 1:
+        # after the compare-and-set: a crash in between leaves the version unmarked, and
+        # the beat's evaluation sweep marks the current version again (mark_due is NX)
+        evaluations.mark_due(client, record.version)
+    return int(outcome)
 
 
 def _replace_current(client: redis.Redis, params: ParameterPoint, reason: Reason, note: str,

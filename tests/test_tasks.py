@@ -18,6 +18,8 @@ SNAPSHOT = {
     "ripmap.flush_buffers": "merge",
     "ripmap.sweep_open": "merge",
     "ripmap.merge_pending": "merge",
+    "ripmap.evaluate_version": "evaluate",
+    "ripmap.dispatch_evaluations": "merge",
 }
 
 

@@ -6,6 +6,7 @@ Task names are the wire contract (``schemas.tasks``); renaming one orphans queue
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -17,13 +18,15 @@ from pydantic import ValidationError
 
 from producer import push
 from producer.api import Producer
+from ranker import RepositoryError
 from schemas import tasks as names
 from schemas.episode import ReasoningEpisode
 from schemas.errors import describe
 from schemas.failures import content_id
+from schemas.repos import EvaluateRequest
 from schemas.versions import Evaluation
-from state import budget, deadletters, inbox, ledger, store, versions
-from worker import distill, drain, episodes, reducer, runtime
+from state import budget, deadletters, evaluations, inbox, ledger, store, versions
+from worker import distill, drain, episodes, evaluation, reducer, runtime
 from worker.app import app
 from worker.reasoners.base import PermanentReasonerError, TransientReasonerError
 
@@ -91,6 +94,7 @@ def merge_pending() -> dict[str, Any]:
     report = drain.drain(client, runtime.settings())
     if report.more:  # hand over, keeping the flag: a task's time stays short
         _send_drain(client)
+    _dispatch_evaluations(client)  # the merges may have made a version
     return report.as_dict()
 
 
@@ -113,6 +117,7 @@ def merge_insights(episode: Any) -> dict[str, Any]:
         return _dead(names.MERGE_INSIGHTS, episode, "invalid episode: " + "; ".join(describe(exc)))
     # the merge also clears a dead letter a redelivered copy of this batch may have left
     merged = reducer.merge(runtime.state(), parsed, runtime.settings())
+    _dispatch_evaluations(runtime.state())
     return {"status": "merged" if merged else "duplicate", "episode_id": parsed.episode_id}
 
 
@@ -142,6 +147,7 @@ def distill_scratchpad(force: bool = False, request_id: str | None = None) -> di
 def step_params(force: bool = False) -> dict[str, Any]:
     """Take the consensus step on votes that waited too long (or now, when forced)."""
     record = versions.tick(runtime.state(), runtime.settings(), force=bool(force))
+    _dispatch_evaluations(runtime.state())
     return {"status": "stepped" if record else "nothing-due",
             "version": record.version if record else None}
 
@@ -156,7 +162,50 @@ def report_evaluation(evaluation: Any) -> dict[str, Any]:
                      "invalid evaluation: " + "; ".join(describe(exc)))
     eid = parsed.evaluation_id or content_id(parsed.model_dump(mode="json"))
     status = versions.record_evaluation(runtime.state(), parsed, eid, runtime.settings())
+    _dispatch_evaluations(runtime.state())  # a rollback is a new version
     return {"status": status, "version": parsed.version}
+
+
+@app.task(name=names.EVALUATE_VERSION, **RETRY)
+def evaluate_version(request: Any) -> dict[str, Any]:
+    """Score a version on a registered repository, record it once, push its failures."""
+    try:
+        parsed = EvaluateRequest.model_validate(request)
+    except ValidationError as exc:
+        return _dead(names.EVALUATE_VERSION, request,
+                     "invalid evaluation request: " + "; ".join(describe(exc)))
+    try:
+        result = evaluation.evaluate(runtime.state(), runtime.settings(), parsed, _producer())
+    except RepositoryError as exc:  # the repository moved or lost its history: no retry helps
+        evaluations.drop_due(runtime.state(), parsed.version, parsed.repo)
+        return _dead(names.EVALUATE_VERSION, request, f"repository unusable: {exc}")
+    _dispatch_evaluations(runtime.state())  # a rollback it caused is a new version
+    if result is None:
+        return {"status": "duplicate", "version": parsed.version, "repo": parsed.repo}
+    return {"status": result.verdict, "version": parsed.version, "repo": parsed.repo,
+            "tuning_ndcg": result.tuning.ndcg, "heldout_ndcg": result.heldout.ndcg}
+
+
+@app.task(name=names.DISPATCH_EVALUATIONS, **RETRY)
+def dispatch_evaluations() -> dict[str, Any]:
+    """Beat: mark the current version due where it has no result, send what is due."""
+    client = runtime.state()
+    marked = evaluation.sweep(client)
+    return {"marked": marked, "sent": _dispatch_evaluations(client)}
+
+
+@functools.cache
+def _producer() -> Producer:
+    """This process's producer, to send evaluation tasks and failures by name."""
+    return Producer(runtime.settings())
+
+
+def _dispatch_evaluations(client: redis.Redis) -> int:
+    try:
+        return evaluation.dispatch_due(client, runtime.settings(), _producer())
+    except Exception:  # claimed entries come due again; the beat's dispatch sends them
+        log.warning("could not send evaluations; the beat will", exc_info=True)
+        return 0
 
 
 def _paused(batch: Any, batch_id: str, exc: budget.Paused) -> dict[str, Any]:

@@ -1,0 +1,130 @@
+"""The closed loop's worker side: score a version on a registered repository, record it,
+and push that version's failures back as episodes.
+
+``tuning`` NDCG is recorded through the same path as ``report-eval`` (so best and
+rollback follow it); ``heldout`` NDCG is stored beside it for reporting only.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+
+import redis
+
+from producer.api import Producer
+from ranker import Repository, open_repository
+from schemas import tasks
+from schemas.failures import RankingFailure, RepoContext
+from schemas.repos import EvaluateRequest, RegisteredRepo, RepoEvaluation, SplitScore
+from schemas.settings import Settings
+from schemas.versions import Evaluation
+from state import evaluations, versions
+
+_open: dict[tuple[str, int], Repository] = {}
+_open_lock = threading.Lock()  # one index build per repository, not one per thread
+
+
+def cache_dir(settings: Settings) -> Path:
+    """Where the ranker keeps each repository's index."""
+    return settings.data_dir / "ranker"
+
+
+def repository(repo: RegisteredRepo, settings: Settings) -> Repository:
+    """The repository's ranker index, opened once per process and kept up to date with
+    its HEAD (``open_repository`` extends a cached index with new commits)."""
+    with _open_lock:
+        key = (repo.path, repo.window)
+        cached = _open.get(key)
+        if cached is None or not cached.is_current():
+            _open[key] = open_repository(repo.path, cache_dir(settings), window=repo.window)
+        return _open[key]
+
+
+def split_score(repo: Repository, point: object, split: str) -> SplitScore:
+    """One split's NDCG with its interval, as the contract's model."""
+    ev = repo.evaluate(point, split)  # type: ignore[arg-type]
+    return SplitScore(ndcg=_unit(ev.ndcg), low=_unit(ev.low), high=_unit(ev.high),
+                      cases=ev.cases, commits=ev.commits)
+
+
+def _unit(x: float) -> float:
+    return round(min(1.0, max(0.0, x)), 6)
+
+
+def evaluate(client: redis.Redis, settings: Settings, request: EvaluateRequest,
+             producer: Producer | None = None) -> RepoEvaluation | None:
+    """Score ``request.version`` on ``request.repo`` once; None when it was recorded before
+    or can no longer run (version dropped by retention, repository removed)."""
+    record = versions.get(client, request.version)
+    registered = evaluations.get_repo(client, request.repo)
+    if record is None or registered is None:
+        evaluations.drop_due(client, request.version, request.repo)
+        return None
+    if evaluations.result(client, request.version, request.repo) is not None:
+        evaluations.drop_due(client, request.version, request.repo)
+        return None
+    started = time.perf_counter()
+    repo = repository(registered, settings)
+    tuning = split_score(repo, record.params, "tuning")
+    heldout = split_score(repo, record.params, "heldout")
+    verdict = versions.record_evaluation(
+        client, Evaluation(version=request.version, mean_ndcg=tuning.ndcg,
+                           cases=max(tuning.cases, 1)),
+        evaluation_id(request), settings)
+    if verdict == "duplicate":  # a racing worker recorded it: it pushes the failures
+        return None
+    failures = sample_failures(repo, registered, record.params, request.version,
+                               settings.eval_failures_per_version)
+    result = RepoEvaluation(version=request.version, repo=request.repo, tuning=tuning,
+                            heldout=heldout, failures_pushed=len(failures), verdict=verdict,
+                            seconds=round(time.perf_counter() - started, 3),
+                            finished_at=time.time())
+    evaluations.finish(client, result)
+    if failures:
+        _push(failures, settings, producer)
+    return result
+
+
+def evaluation_id(request: EvaluateRequest) -> str:
+    """The id ``record_evaluation`` dedupes on: one per (version, repository)."""
+    return f"auto:{request.version}:{request.repo}"[:64]
+
+
+def sample_failures(repo: Repository, registered: RegisteredRepo, point: object, version: int,
+                    limit: int) -> list[RankingFailure]:
+    """Up to ``limit`` failing tuning cases, sampled with the version as seed (each version
+    shows the reasoners different cases), named after the registered repository."""
+    failing = repo.failures(point, "tuning", params_version=version)  # type: ignore[arg-type]
+    if len(failing) > limit:
+        failing = random.Random(version).sample(failing, limit)
+    context = RepoContext(name=registered.name, file_count=repo.file_count)
+    return [f.model_copy(update={"repo_context": context}) for f in failing]
+
+
+def _push(failures: list[RankingFailure], settings: Settings, producer: Producer | None) -> None:
+    own = producer is None
+    producer = producer or Producer(settings)
+    try:
+        producer.enqueue([f.model_dump(mode="json") for f in failures])
+    finally:
+        if own:
+            producer.close()
+
+
+def dispatch_due(client: redis.Redis, settings: Settings, producer: Producer) -> int:
+    """Send the evaluations due; returns how many were sent."""
+    due = evaluations.claim_due(client, settings.evaluate_redispatch_seconds)
+    for version, repo in due:
+        request = EvaluateRequest(version=version, repo=repo)
+        producer.send(tasks.EVALUATE_VERSION, [request.model_dump(mode="json")],
+                      f"evaluate-{version}-{repo}-{time.time_ns()}")
+    return len(due)
+
+
+def sweep(client: redis.Redis) -> int:
+    """Mark the current version due again where it has no result: a version committed by a
+    process that died before marking it is evaluated all the same."""
+    return evaluations.mark_due(client, versions.current_number(client))
