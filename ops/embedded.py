@@ -88,17 +88,19 @@ EPISODE_PREFETCH_MULTIPLIER = 2
 
 
 def worker_command(
-    queue: str, pool: str, concurrency: int, name: str, beat: Path | None,
+    queue: str, pool: str, concurrency: int, name: str, beat: bool | None,
     prefetch_multiplier: int = 1,
 ) -> list[str]:
-    """The celery worker command line for one queue."""
+    """The celery worker command line for one queue; ``beat`` embeds the beat (``-B``),
+    whose schedule and lock live in the state store like a standalone beat's (redbeat,
+    worker/config.py): no schedule file."""
     cmd = [
         sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queue,
         "-P", pool, "-c", str(concurrency), "--prefetch-multiplier", str(prefetch_multiplier),
         "-n", f"{name}-{os.getpid()}@%h",
         "-l", "WARNING", "-E", "--without-gossip", "--without-mingle",
     ]
-    return [*cmd, "-B", "-s", str(beat)] if beat else cmd
+    return [*cmd, "-B"] if beat else cmd
 
 
 # The embedded service's workers, by name, so that waiting commands can notice one that died.
@@ -126,7 +128,7 @@ def start_workers(settings: Settings, url: str, log_dir: Path) -> list[subproces
         # the closed loop's evaluations: CPU-bound, one at a time, never behind episodes
         ("evaluate", worker_command("evaluate", "threads", 1, "evaluate", None)),
         ("merge", worker_command("merge", "threads", settings.merge_concurrency, "merge",
-                                 log_dir / "celerybeat-schedule")),
+                                 beat=True)),
     ]
     procs = []
     for name, cmd in specs:

@@ -51,6 +51,14 @@ def insight_text(kind: str) -> str:
     return f"{PREFIX}insights:{kind}:text"
 
 
+# celery beat's schedule and lock (celery-redbeat, worker/schedule.py): redbeat derives its
+# keys from the prefix: "<prefix><entry name>" per entry (hash: definition, last run),
+# "<prefix>:schedule" (zset: entry key -> next due time), "<prefix>:statics" (set: entry
+# names from the configuration), and the lock every beat but the active one waits for.
+BEAT_PREFIX = PREFIX + "beat:"
+BEAT_LOCK = BEAT_PREFIX + "lock"  # string: the active beat's token, expiring (redbeat lock)
+
+
 def distill_result(request_id: str) -> str:
     """The outcome of a distillation someone asked for, for them to read back."""
     return f"{PREFIX}distill:result:{request_id}"

@@ -6,7 +6,8 @@ from typing import Any
 
 from schemas.settings import Settings
 from schemas.tasks import EPISODE_QUEUE, TASK_QUEUES
-from worker.schedule import beat_schedule
+from state import keys
+from worker.schedule import beat_lock_timeout, beat_loop_interval, beat_schedule
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -59,4 +60,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "beat_schedule": beat_schedule(settings),
+        # The schedule and its lock live in the state store (celery-redbeat): no schedule
+        # file, and any number of beats: the one holding the lock sends, the others wait
+        # for it (trying every loop interval) and take over when it has not been renewed
+        # for the lock timeout (worker/schedule.py says how both derive from the settings).
+        "beat_scheduler": "worker.schedule:Scheduler",
+        "beat_max_loop_interval": beat_loop_interval(settings),
+        "redbeat_redis_url": settings.state_url,
+        # the state store's own client options (none of the broker's transport options);
+        # a Redis blip shorter than the lock timeout is retried, not fatal
+        "redbeat_redis_options": {"retry_period": beat_lock_timeout(settings)},
+        "redbeat_key_prefix": keys.BEAT_PREFIX,
+        "redbeat_lock_key": keys.BEAT_LOCK,
+        "redbeat_lock_timeout": beat_lock_timeout(settings),
     }

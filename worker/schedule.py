@@ -1,12 +1,29 @@
-"""Beat entries, each with the reason it exists."""
+"""Beat entries, each with the reason it exists, and the scheduler that sends them.
+
+The schedule lives in the state store (celery-redbeat, keys under ``keys.BEAT_PREFIX``),
+never in a file: a beat starts from any working directory. Its lock lets any number of
+beats run: one sends, the others stand by and take over within the lock timeout of the
+active one dying.
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
+import threading
+from types import TracebackType
 from typing import Any
+
+import redis
+from kombu.utils.url import maybe_sanitize_url
+from redbeat import RedBeatScheduler  # type: ignore[import-untyped]
+from redis.exceptions import LockError
 
 from schemas.settings import Settings
 from schemas.tasks import DISTILL, FLUSH_BUFFERS, MERGE_QUEUE, STEP_PARAMS, SWEEP_OPEN
 from state.ledger import CONFIRM_SECONDS
+
+logger = logging.getLogger("celery.beat")
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
@@ -37,3 +54,60 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
             "options": {"queue": MERGE_QUEUE, "expires": settings.ledger_check_after_seconds},
         },
     }
+
+
+def beat_loop_interval(settings: Settings) -> int:
+    """Longest a beat sleeps between passes, and how often a standby beat tries the lock:
+    the shortest entry's interval, within 1..5 s (5 s with the default settings)."""
+    shortest = min(float(entry["schedule"]) for entry in beat_schedule(settings).values())
+    return int(max(1.0, min(5.0, shortest)))
+
+
+def beat_lock_timeout(settings: Settings) -> int:
+    """Seconds the active beat's lock outlives its last pass: five passes (redbeat's own
+    ratio), so a standby takes over at most this plus one loop interval after the active
+    beat died (25 + 5 s with the default settings)."""
+    return 5 * beat_loop_interval(settings)
+
+
+class Scheduler(RedBeatScheduler):  # type: ignore[misc]
+    """redbeat's scheduler, with failures said in one line.
+
+    Celery redirects a beat's stderr to its logger, one record per ``write``; Python's
+    traceback printer writes the source excerpts and ``^^^`` markers a few characters at a
+    time, so an exception escaping beat used to be logged one character per line. A beat
+    that cannot reach the state store exits with one line saying so, any other exception
+    that escapes is said in one line too (the ``beat raised exception`` record before it
+    holds the traceback), and a beat that lost its lock (a pass took longer than the lock
+    timeout) goes back to standing by instead of dying.
+    """
+
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        if threading.current_thread() is threading.main_thread():
+            sys.excepthook = _one_line_excepthook
+        super().__init__(app, *args, **kwargs)
+
+    def setup_schedule(self) -> None:
+        try:
+            super().setup_schedule()
+        except (redis.RedisError, OSError) as exc:
+            url = maybe_sanitize_url(self.app.redbeat_conf.redis_url)
+            raise SystemExit(f"beat cannot start: could not keep its schedule in the state "
+                             f"store at {url}: {type(exc).__name__}: {exc}") from None
+
+    def tick(self, *args: Any, **kwargs: Any) -> Any:
+        if self.lock is not None:
+            try:
+                self.lock.extend(int(self.lock_timeout))
+            except LockError:
+                logger.warning("beat: lost the lock %s (a pass took longer than %ss); standing "
+                               "by until it is free", self.lock_key, self.lock_timeout)
+                self.lock.acquire()
+                logger.info("beat: Acquired lock")
+        return super().tick(*args, **kwargs)
+
+
+def _one_line_excepthook(
+    kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    sys.stderr.write(f"beat stopped: {kind.__name__}: {exc}\n")
