@@ -1,0 +1,177 @@
+"""The closed loop on a fixture repository: real Redis, real workers (the evaluation
+worker included), the reference ranker scoring every version the service makes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from producer.api import Producer
+from ranker import open_repository
+from schemas import tasks
+from schemas.params import ParameterPoint
+from schemas.repos import EvaluateRequest, RegisteredRepo
+from schemas.settings import Settings
+from state import evaluations, keys, ledger, store, versions
+from tests.gitrepos import build_fixture
+from tests.services import ROOT, Worker, wait_until, worker_env
+
+# A point the fixture's cases rank clearly worse than the defaults with (checked below).
+WORSE = ParameterPoint(pagerank_alpha=0.99, boost_mentioned_ident=0.01,
+                       boost_temporal_coupling=0.01, boost_focus_expansion=0.01,
+                       git_recency_max_boost=0.01)
+
+
+@pytest.fixture(scope="module")
+def fixture_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_fixture(tmp_path_factory.mktemp("loop") / "repo")
+
+
+@pytest.fixture
+def loop_env(redis_url: str, private_broker: str, tmp_path: Path) -> dict[str, str]:
+    """Workers on a private broker; no consensus step (quorum out of reach), so the only
+    versions are the test's own and the rollbacks the evaluations cause."""
+    return worker_env(redis_url, RIPMAP_BROKER_URL=private_broker,
+                      RIPMAP_DATA_DIR=str(tmp_path / "data"), RIPMAP_CONSENSUS_QUORUM="1000",
+                      RIPMAP_CONSENSUS_MAX_WAIT_SECONDS="100000")
+
+
+@pytest.fixture
+def loop_settings(settings: Settings, loop_env: dict[str, str]) -> Settings:
+    return settings.model_copy(update={"broker_url": loop_env["RIPMAP_BROKER_URL"],
+                                       "data_dir": Path(loop_env["RIPMAP_DATA_DIR"])})
+
+
+@pytest.fixture
+def workers(loop_env: dict[str, str]) -> Iterator[list[Worker]]:
+    started = [Worker(loop_env, queues="episodes,merge", concurrency=4, name="loop"),
+               Worker(loop_env, queues="evaluate", concurrency=1, name="evaluate")]
+    for w in started:
+        w.wait_ready()
+    yield started
+    for w in started:
+        w.stop()
+
+
+def _register(client: redis.Redis, path: Path) -> None:
+    assert evaluations.add_repo(client, RegisteredRepo(name="fixture", path=str(path)))
+
+
+def _dispatch(settings: Settings) -> None:
+    producer = Producer(settings)
+    try:
+        producer.send(tasks.DISPATCH_EVALUATIONS, [], None)
+    finally:
+        producer.close()
+
+
+def test_versions_are_evaluated_their_failures_reasoned_and_a_worse_one_rolled_back(
+    client: redis.Redis, loop_settings: Settings, workers: list[Worker], fixture_repo: Path,
+    tmp_path: Path,
+) -> None:
+    ranker_repo = open_repository(fixture_repo, tmp_path / "check")
+    default_ndcg = ranker_repo.evaluate(ParameterPoint()).ndcg
+    assert ranker_repo.evaluate(WORSE).ndcg < default_ndcg - 0.1  # clearly worse
+    _register(client, fixture_repo)
+    evaluations.mark_due(client, 0)
+    _dispatch(loop_settings)
+    wait_until(lambda: evaluations.result(client, 0, "fixture"), 120, "v0 evaluated")
+    v0 = evaluations.result(client, 0, "fixture")
+    assert v0 is not None and v0.tuning.ndcg == pytest.approx(default_ndcg, abs=1e-6)
+    assert v0.failures_pushed > 0 and v0.heldout.cases > 0
+    # the version's failures come back as episodes, reasoned and merged
+    wait_until(lambda: store.summary(client).episodes >= 1, 60, "episodes from v0's failures")
+    bad = versions.set_manual(client, WORSE, "a clearly worse point", loop_settings)
+    _dispatch(loop_settings)
+    wait_until(lambda: versions.current_number(client) > bad.version, 120, "the rollback")
+    rollback = versions.get(client, versions.current_number(client))
+    assert rollback is not None and rollback.reason == "rollback"
+    assert rollback.params == ParameterPoint()
+    best = versions.get(client, versions.best_number(client) or 0)
+    assert best is not None and best.params == ParameterPoint()  # v0, or its copy once scored
+    worse = evaluations.result(client, bad.version, "fixture")
+    assert worse is not None and worse.verdict == "rolled-back"
+    # the rollback is a new version: it is evaluated too, without anyone asking
+    wait_until(lambda: evaluations.result(client, rollback.version, "fixture"), 120,
+               "the rollback's evaluation")
+    wait_until(lambda: ledger.open_count(client) == 0, 120, "every failure batch merged")
+
+
+def test_two_evaluation_workers_racing_on_one_version_record_it_once(
+    client: redis.Redis, loop_settings: Settings, loop_env: dict[str, str], fixture_repo: Path,
+) -> None:
+    _register(client, fixture_repo)
+    racers = [Worker(loop_env, queues="evaluate", concurrency=1, name=f"race{i}")
+              for i in range(2)]
+    try:
+        for w in racers:
+            w.wait_ready()
+        producer = Producer(loop_settings)
+        body = [EvaluateRequest(version=0, repo="fixture").model_dump(mode="json")]
+        for i in range(4):  # the same evaluation, four times, to both workers at once
+            producer.send(tasks.EVALUATE_VERSION, body, f"race-{i}")
+        producer.close()
+        wait_until(lambda: evaluations.result(client, 0, "fixture"), 120, "v0 evaluated")
+        wait_until(lambda: all(w.log.read_bytes().count(b"succeeded") + w.log.read_bytes()
+                               .count(b"Task ripmap.evaluate_version") >= 0 for w in racers),
+                   5, "logs")
+        wait_until(lambda: _tasks_done(loop_settings) == 0, 120, "the queue drained")
+    finally:
+        for w in racers:
+            w.stop()
+    result = evaluations.result(client, 0, "fixture")
+    assert result is not None
+    cases = int(client.hget(keys.EVALS, "0:cases") or 0)
+    assert cases == result.tuning.cases  # recorded once, not once per racing worker
+    # failures pushed once: one sample's batches claimed, not four
+    batches = -(-result.failures_pushed // loop_settings.batch_size)
+    assert len(client.keys(keys.batch_seen("*"))) == batches
+
+
+def _tasks_done(settings: Settings) -> int:
+    broker = redis.Redis.from_url(settings.broker)
+    return int(broker.llen(tasks.EVALUATE_QUEUE)) + int(broker.hlen("unacked"))
+
+
+def test_tune_on_the_embedded_default_writes_the_best_version(
+    fixture_repo: Path, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("RIPMAP_") and k not in ("REDIS_URL", "ANTHROPIC_API_KEY")}
+    env.update({"PYTHONPATH": str(ROOT), "RIPMAP_DATA_DIR": str(tmp_path / "data"),
+                "RIPMAP_EPISODE_CONCURRENCY": "8", "RIPMAP_REASONER": "heuristic"})
+    out = tmp_path / "best.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "tune", "--repo", str(fixture_repo),
+         "--evaluations", "2", "--output", str(out), "--stall-seconds", "90"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    evaluated = re.search(r"(\d+) versions evaluated", run.stdout)
+    assert evaluated is not None and int(evaluated.group(1)) >= 2, run.stdout
+    best = ParameterPoint.model_validate(json.loads(out.read_text()))
+    assert best.as_floats().keys() == ParameterPoint().as_floats().keys()
+    assert "best version v" in run.stdout
+
+
+def test_bad_repositories_are_refused_and_nothing_is_stored(
+    client: redis.Redis, tmp_path: Path
+) -> None:
+    env = {**worker_env("redis://unused:1/0"), "RIPMAP_DATA_DIR": str(tmp_path / "data")}
+    env.pop("RIPMAP_REDIS_URL")
+    env.pop("RIPMAP_BROKER_URL")
+    (tmp_path / "plain").mkdir()
+    for args, says in ((["evaluate", "--repo", str(tmp_path / "plain")], "not a git repository"),
+                       (["evaluate", "--repo", str(tmp_path / "none")], "no such directory"),
+                       (["tune", "--repo", str(tmp_path / "plain")], "not a git repository")):
+        run = subprocess.run([sys.executable, "-m", "ops.cli", *args], capture_output=True,
+                             text=True, env=env, cwd=tmp_path, timeout=120, check=False)
+        assert run.returncode == 2 and says in " ".join(run.stderr.split()), run.stderr
+    assert not (tmp_path / "best_params.json").exists()
