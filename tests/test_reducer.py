@@ -36,7 +36,8 @@ def test_recurring_insights_are_counted_not_appended(client: redis.Redis,
 
 
 def test_decrease_large_halves_and_never_zeroes(client: redis.Redis, settings: Settings) -> None:
-    settings = settings.model_copy(update={"consensus_quorum": 1})
+    # many steps without evaluations: the trust region is not under test here
+    settings = settings.model_copy(update={"consensus_quorum": 1, "max_unevaluated_steps": 1_000})
     change = {"param": "depth_weight_vendor", "direction": "decrease", "magnitude": "large"}
     for i in range(40):
         reducer.merge(client, episode(i, answer={"proposed_changes": [change], "confidence": 0.9},

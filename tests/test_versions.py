@@ -166,7 +166,9 @@ def test_regression_rolls_back_to_best_and_improvement_moves_best(
 
 def test_trajectory_is_bounded_best_last_with_revert_hint(client: redis.Redis,
                                                           settings: Settings) -> None:
-    s = settings.model_copy(update={"consensus_quorum": 1, "rollback_margin": 1.0})
+    # many consensus steps without evaluations: the trust region is not under test here
+    s = settings.model_copy(update={"consensus_quorum": 1, "rollback_margin": 1.0,
+                                    "max_unevaluated_steps": 1_000})
     up = {"param": "git_churn_max_boost", "direction": "increase", "magnitude": "small"}
     for i in range(30):
         reducer.merge(client, episode(i, answer={"proposed_changes": [up]},
@@ -243,6 +245,7 @@ def test_closed_loop_ends_no_worse_and_never_out_of_bounds(
 def test_old_versions_leave_retention_but_best_stays(client: redis.Redis,
                                                      settings: Settings) -> None:
     s = settings.model_copy(update={"consensus_quorum": 1, "version_retention": 10,
+                                    "max_unevaluated_steps": 1_000,
                                     "min_eval_cases": 1})
     change = {"param": "focus_max_hops", "direction": "increase", "magnitude": "small"}
     for i in range(30):
