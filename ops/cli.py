@@ -29,11 +29,12 @@ from schemas.deadletter import DeadLetter
 from schemas.errors import describe
 from schemas.failures import FailureBatch, RankingFailure
 from schemas.params import PARAM_SPECS, ParameterPoint
+from schemas.repos import RepoEvaluation
 from schemas.scratchpad import ScratchpadSummary
 from schemas.settings import Settings, get_settings
 from schemas.versions import Evaluation
 from schemas.wisdom import Wisdom
-from state import deadletters, store, versions
+from state import deadletters, evaluations, store, versions
 
 out = Console()
 err = Console(stderr=True)
@@ -130,9 +131,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         buffered, unconfirmed = store.push_backlog(client)
         wisdom = store.latest_wisdom(client)
         current, best = versions.current_number(client), versions.best_number(client)
+        loop_state = _loop_state(client, live)
     if args.json:
         out.print_json(json.dumps({
-            **ops.model_dump(mode="json"), "params_version": current, "best_version": best,
+            **ops.model_dump(mode="json"), **loop_state,
+            "params_version": current, "best_version": best,
             "push_buffered": buffered, "push_unconfirmed": unconfirmed,
             "last_distilled_at": wisdom.created_at if wisdom else None,
             "scratchpad": summary.model_dump(mode="json")}))
@@ -149,6 +152,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                   f"{ops.episodes_per_minute:.1f}/min over the last 10 min")
     table.add_row("dead letters", str(ops.dead_letters))
     table.add_row("parameters", f"v{current}, best: {'v' + str(best) if best is not None else '-'}")
+    table.add_row("trust region", _trust_text(loop_state))
+    table.add_row("evaluations", f"{loop_state['evaluations_recorded']} recorded, "
+                  f"{loop_state['evaluations_due']} due, on "
+                  f"{len(loop_state['repositories'])} registered repositories")
     table.add_row("last distillation", _distilled(wisdom, summary.pending_distill))
     table.add_row("tokens", ", ".join(f"{k} {v:,}" for k, v in ops.tokens.items()) or "none")
     limit = f" of {ops.budget_limit:,}" if ops.budget_limit else " (no daily cap)"
@@ -158,6 +165,26 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     out.print(table)
     _print_params(summary.params)
     return 0
+
+
+def _loop_state(client: redis.Redis, settings: Settings) -> dict[str, Any]:
+    """The closed loop's figures for ``status``: trust region and evaluations."""
+    return {
+        "unevaluated_steps": versions.unevaluated_steps(client),
+        "max_unevaluated_steps": settings.max_unevaluated_steps,
+        "steps_wait_for_evaluation": versions.held_for_evaluation(client, settings),
+        "evaluations_recorded": len(evaluations.results(client)),
+        "evaluations_due": evaluations.due_count(client),
+        "repositories": [r.name for r in evaluations.repos(client)],
+    }
+
+
+def _trust_text(state: dict[str, Any]) -> str:
+    text = (f"{state['unevaluated_steps']} of {state['max_unevaluated_steps']} steps taken "
+            "since the last evaluated version")
+    if state["steps_wait_for_evaluation"]:
+        text += "; [bold yellow]votes wait for an evaluation[/]"
+    return text
 
 
 def _distilled(wisdom: Wisdom | None, pending: int) -> str:
@@ -236,17 +263,32 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
         client = store.connect(live.state_url)
         rows = versions.history(client, args.limit)
         best = versions.best_number(client)
+        held = versions.held_for_evaluation(client, live)
+        held_out = _held_out_by_version(evaluations.results(client))
     table = Table(title="Parameter versions (newest first)")
-    for col in ("version", "reason", "from", "NDCG (cases)", "changes", "provenance"):
+    for col in ("version", "reason", "from", "NDCG (cases)", "held-out", "changes",
+                "provenance"):
         table.add_column(col)
     for record, sc in rows:
         ndcg = f"{sc.mean_ndcg:.3f} ({sc.cases})" if sc.mean_ndcg is not None else "-"
         mark = " best" if record.version == best else ""
         changes = ", ".join(f"{p} x{f:.2f}" for p, f in record.factors.items()) or record.note
         table.add_row(f"v{record.version}{mark}", record.reason, str(record.parent or "-"),
-                      ndcg, changes[:80], f"{len(record.provenance)} episodes")
+                      ndcg, held_out.get(record.version, "-"), changes[:80],
+                      f"{len(record.provenance)} episodes")
     out.print(table)
+    if held:
+        out.print(f"the next consensus step waits for an evaluation: {live.max_unevaluated_steps}"
+                  " steps were taken since the last evaluated version (votes are kept)")
     return 0
+
+
+def _held_out_by_version(results: list[RepoEvaluation]) -> dict[int, str]:
+    """Held-out NDCG per version and repository, for reporting only."""
+    by: dict[int, list[str]] = {}
+    for r in results:
+        by.setdefault(r.version, []).append(f"{r.repo} {r.heldout.ndcg:.3f}")
+    return {v: ", ".join(items) for v, items in by.items()}
 
 
 def cmd_report_eval(args: argparse.Namespace, settings: Settings) -> int:
