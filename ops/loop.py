@@ -59,7 +59,7 @@ def open_repo(path: Path, settings: Settings, window: int) -> Repository:
         with _progress() as report:
             return open_repository(path, cache_dir(settings), window=window, progress=report)
     except RepositoryError as exc:
-        raise BadInput(f"--repo {path}: {exc}") from None
+        raise BadInput(f"--repo: {exc}") from None
 
 
 def _guard(command: Callable[[argparse.Namespace, Settings], int]
