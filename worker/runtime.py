@@ -7,7 +7,7 @@ import functools
 import redis
 
 from schemas.settings import Settings, get_settings
-from state import store
+from state import ledger, store
 from worker.reasoners import get_reasoner
 from worker.reasoners.base import Reasoner
 
@@ -25,9 +25,11 @@ def state() -> redis.Redis:
 
 
 @functools.cache
-def broker() -> redis.Redis:
-    """This process's client of the broker's Redis, to read its queues (not to consume)."""
-    return store.connect(settings().broker, max_connections=4)
+def broker() -> ledger.Broker:
+    """What this process's ledger sweep reads the broker through: a client of the broker's
+    Redis (to read its queues, not to consume), or, for RabbitMQ or any other kind, a
+    ``ledger.ConfirmingBroker`` (the sweep then trusts what the broker confirmed)."""
+    return ledger.connect_broker(settings().broker)
 
 
 def reasoner() -> Reasoner:
