@@ -1,8 +1,9 @@
 """The HTTP API: ranking services push failures and read parameters, the scratchpad and
 wisdom over HTTP, without importing our code. Run it with ``ripmap-optimizer serve``.
 
-Routes live on two routers: ``v1`` (everything under ``/v1``, behind the optional bearer
-token) and ``probes`` (``/healthz``, always open). Add a route by decorating a function
+Routes live on three routers: ``v1`` (everything under ``/v1``, behind the optional bearer
+token), ``scraped`` (``/metrics`` for Prometheus, behind the same token) and ``probes``
+(``/healthz``, always open). Add a route by decorating a function
 with ``@v1.get(...)``/``@v1.post(...)`` and taking ``StateDep``/``PusherDep``/``SettingsDep``;
 read shared state only through ``state.store``.
 """
@@ -25,9 +26,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import TypeAdapter, ValidationError
 from starlette.routing import Route
 
+from ops import metrics
 from ops.http_dashboard import router as dashboard_router
 from ops.http_deps import (
     PusherDep,
+    SettingsDep,
     StateDep,
     authorize,
     require_token,
@@ -72,6 +75,9 @@ v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
 # ``documented`` only describes it in the OpenAPI document.
 documented = APIRouter(prefix="/v1")
 probes = APIRouter()
+# Prometheus scrapes /metrics with the same optional bearer token as /v1
+# (``authorization: {credentials: ...}`` in its scrape config).
+scraped = APIRouter(dependencies=[Depends(require_token)])
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     413: {"model": ProblemResponse, "description": "request body over the size limit"},
@@ -188,6 +194,22 @@ def healthz(request: Request) -> JSONResponse:
 
 
 # --- input -----------------------------------------------------------------------------
+
+
+@scraped.get(
+    "/metrics", response_class=PlainTextResponse, responses={
+        **_AUTH, 503: {"description": "the state store or the broker cannot be read"}},
+    summary="Prometheus metrics (text format; OpenMetrics on request)",
+)
+def get_metrics(request: Request, state: StateDep, settings: SettingsDep) -> Response:
+    """The service's figures, read from the state store at scrape time (ops/metrics.py;
+    every name in the README's table)."""
+    try:
+        body, content_type = metrics.render(state, settings, request.headers.get("accept", ""))
+    except Exception as exc:  # a scrape that cannot read says why, as a 503
+        return PlainTextResponse(f"metrics unavailable: {type(exc).__name__}: {exc}\n",
+                                 status_code=503)
+    return Response(body, media_type=content_type)
 
 
 def _accept(pusher: Pusher, body: bytes, max_items: int) -> PushResponse:
@@ -332,6 +354,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(redis.ConnectionError, _unavailable)
     app.add_exception_handler(redis.TimeoutError, _unavailable)
     app.include_router(probes)
+    app.include_router(scraped)
     app.router.routes.append(Route("/v1/failures", post_failures, methods=["POST"]))
     app.include_router(v1)
     app.include_router(dashboard_router)
