@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import redis
@@ -20,17 +19,12 @@ def queue_depths(broker_url: str) -> dict[str, int]:
 
     depths = {}
     with Connection(broker_url, connect_timeout=5) as conn:
+        channel = conn.default_channel
         for queue in (EPISODE_QUEUE, MERGE_QUEUE):
-            # a channel per queue: on AMQP, a passive declare of a queue never declared
-            # closes its channel (404), which would zero every queue read after it
-            channel = conn.channel()
             try:
                 depths[queue] = int(channel.queue_declare(queue, passive=True).message_count)
-            except conn.channel_errors:  # a queue never declared is empty
+            except Exception:  # a queue never declared is empty
                 depths[queue] = 0
-            finally:
-                with contextlib.suppress(Exception):  # already closed by the broker
-                    channel.close()
     return depths
 
 
