@@ -64,6 +64,14 @@ def broker_kind(url: str) -> BrokerKind:
     return "amqp" if scheme in AMQP_SCHEMES else "other"
 
 
+def publish_options(url: str) -> dict[str, Any]:
+    """Transport options every publisher to the broker at ``url`` needs for the sweep's
+    trust to hold: on AMQP, publisher confirms (py-amqp's ``confirm_publish``: a publish
+    returns once the broker accepted the message, and raises if it refused it). Nothing
+    on the others (Redis: a command that returned was executed)."""
+    return {"confirm_publish": True} if broker_kind(url) == "amqp" else {}
+
+
 @dataclass(frozen=True)
 class ConfirmingBroker:
     """A broker whose queues the sweep does not read (AMQP, or another non-Redis kind):
