@@ -12,7 +12,16 @@ import redis
 
 from schemas.settings import Settings
 from state import store
-from tests.services import Worker, database, start_private_redis, worker_env
+from tests.services import (
+    Worker,
+    add_private_vhost,
+    amqp_error,
+    database,
+    delete_vhost,
+    purge_amqp,
+    start_private_redis,
+    worker_env,
+)
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +81,31 @@ def session_worker(redis_url: str) -> Iterator[Worker]:
 def worker(session_worker: Worker, client: redis.Redis) -> Worker:
     """The shared worker, with a flushed Redis."""
     return session_worker
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """A RabbitMQ broker for the AMQP tests: a virtual host of this session's own on the
+    server of RIPMAP_TEST_AMQP_URL (removed at the end), or that URL's own vhost where none
+    can be made (its queues are purged around each test). Skips when the variable is unset."""
+    url = os.environ.get("RIPMAP_TEST_AMQP_URL")
+    if not url:
+        pytest.skip("RIPMAP_TEST_AMQP_URL is not set: no RabbitMQ to run the AMQP-broker tests "
+                    "against (.ci/run sets it when a RabbitMQ answers on 127.0.0.1:5672)")
+    problem = amqp_error(url)
+    if problem:
+        pytest.fail(f"RIPMAP_TEST_AMQP_URL is set but its broker does not answer: {problem}")
+    private = add_private_vhost(url)
+    if private is None:
+        yield url
+        return
+    yield private[0]
+    delete_vhost(private[1])
+
+
+@pytest.fixture
+def amqp_broker(amqp_url: str) -> Iterator[str]:
+    """The AMQP broker URL with its test queues emptied before and after the test."""
+    purge_amqp(amqp_url)
+    yield amqp_url
+    purge_amqp(amqp_url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -98,3 +99,94 @@ def purge_broker(redis_url: str) -> None:
 
     broker = redis.Redis.from_url(broker_url(redis_url))
     broker.delete("episodes", "merge", "unacked", "unacked_index", "unacked_mutex")
+
+
+# ------------------------------------------------------------------ RabbitMQ (AMQP broker)
+
+AMQP_QUEUES = ("episodes", "merge")  # the queues the AMQP tests use (schemas.tasks)
+
+
+def amqp_error(url: str) -> str | None:
+    """Why the AMQP broker at ``url`` cannot be used, or None when it answers."""
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def with_vhost(url: str, vhost: str) -> str:
+    """``url`` on virtual host ``vhost`` (quoted, so ``/`` stays one path segment)."""
+    from urllib.parse import quote
+
+    return url.split("://", 1)[0] + "://" + url.split("://", 1)[1].split("/", 1)[0] + "/" \
+        + quote(vhost, safe="")
+
+
+def _rabbitmqctl(*args: str) -> bool:
+    binary = shutil.which("rabbitmqctl")
+    if binary is None:
+        return False
+    done = subprocess.run([binary, *args], capture_output=True, timeout=60)
+    return done.returncode == 0
+
+
+def add_private_vhost(url: str) -> tuple[str, str] | None:
+    """A fresh virtual host on the local RabbitMQ behind ``url`` (``rabbitmqctl``, which
+    needs root or the rabbitmq user), with every permission for ``url``'s user: returns
+    (its URL, its name), or None where none can be made (a remote broker, no rights)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    name = f"ripmap-test-{os.getpid()}-{time.time_ns() % 10**9}"
+    user = parts.username or "guest"
+    try:
+        if not _rabbitmqctl("add_vhost", name):
+            return None
+        if not _rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*"):
+            _rabbitmqctl("delete_vhost", name)
+            return None
+    except (OSError, subprocess.SubprocessError):
+        return None
+    vhost_url = with_vhost(url, name)
+    return (vhost_url, name) if amqp_error(vhost_url) is None else None
+
+
+def delete_vhost(name: str) -> None:
+    """Remove a virtual host ``add_private_vhost`` made, with its queues."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        _rabbitmqctl("delete_vhost", name)
+
+
+def declare_amqp_queues(url: str) -> None:
+    """Declare the queues as the workers do (durable, each on its direct exchange), so a
+    test can publish before any worker consumed."""
+    from kombu import Connection, Exchange, Queue
+
+    with Connection(url) as conn:
+        channel = conn.channel()
+        for name in AMQP_QUEUES:
+            Queue(name, Exchange(name, type="direct"), routing_key=name)(channel).declare()
+        channel.close()
+
+
+def purge_amqp(url: str) -> None:
+    """Drop every message queued on the test queues of ``url`` (a queue never declared is
+    left alone). Messages delivered to a live consumer come back when it goes."""
+    from kombu import Connection
+
+    with Connection(url) as conn:
+        for name in AMQP_QUEUES:
+            channel = conn.channel()
+            try:
+                channel.queue_purge(name)
+            except conn.channel_errors:  # never declared (404 closes the channel)
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    channel.close()
