@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -106,8 +107,41 @@ def cmd_distill(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+DEMO_STALL_SECONDS = 60.0  # the demo stops when no evaluation lands for this long
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the bundled sample failures, one distillation, and print what was learned."""
+    """The closed loop on this repository's own history (a few evaluations), then one
+    distillation; the bundled sample failures where there is no usable git history."""
+    path = args.repo or own_history()
+    if path is None:
+        err.print("no git history here: running the bundled sample failures instead")
+        return _demo_samples(args, settings)
+    try:
+        repo = loop.open_repo(path, settings, args.window)
+    except loop.BadInput as exc:
+        err.print(f"{exc}: running the bundled sample failures instead", highlight=False)
+        return _demo_samples(args, settings)
+    with embedded.service(settings) as live:
+        client = store.connect(live.state_url)
+        outcome = loop.run_loop(client, live, path, repo.name, args.window, args.evaluations,
+                                min(args.timeout, DEMO_STALL_SECONDS))
+        wisdom = _distill_now(live, client, args.timeout)
+    loop.write_best(outcome, args.output)
+    if outcome.best is not None:
+        _print_params(outcome.best.params)
+    return _print_wisdom(wisdom)
+
+
+def own_history() -> Path | None:
+    """The git work tree the command runs in, if any."""
+    found = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
+                           text=True, check=False)
+    return Path(found.stdout.strip()) if found.returncode == 0 else None
+
+
+def _demo_samples(args: argparse.Namespace, settings: Settings) -> int:
+    """The bundled sample failures, end to end, one distillation."""
     records = reading.sample_failures()
     with embedded.service(settings) as live:
         client = store.connect(live.state_url)
@@ -116,6 +150,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         wisdom = _distill_now(live, client, args.timeout)
         summary = store.summary(client)
     _print_summary(summary)
+    return _print_wisdom(wisdom)
+
+
+def _print_wisdom(wisdom: Wisdom | None) -> int:
     if wisdom:
         out.rule("Distilled wisdom")
         out.print(Markdown(wisdom.to_markdown()))
@@ -590,7 +628,12 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--output", type=Path, help="write the wisdom markdown here")
     d.add_argument("--json", type=Path, help="write the wisdom as JSON here")
     d.set_defaults(func=cmd_distill)
-    sub.add_parser("demo", help="run the bundled sample failures").set_defaults(func=cmd_demo)
+    dm = sub.add_parser("demo", help="the closed loop on this repository's history, briefly")
+    dm.add_argument("--repo", type=Path, help="a git repository (default: the one here)")
+    dm.add_argument("--evaluations", type=int, default=3, help="versions to evaluate")
+    dm.add_argument("--window", type=int, default=2000, help="commits that give the cases")
+    dm.add_argument("--output", type=Path, default=Path("best_params.json"))
+    dm.set_defaults(func=cmd_demo)
     s = sub.add_parser("status", help="queues, episodes, parameters, last distillation")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
@@ -629,7 +672,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--output", type=Path, default=Path("report.html"))
     rep.set_defaults(func=cmd_report)
     loop.add_parsers(sub)
-    for sp in (e, o, d, q, r, sub.choices["demo"]):
+    for sp in (e, o, d, q, r, dm):
         sp.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
     return p
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -24,6 +27,7 @@ from schemas.params import ParameterPoint
 from schemas.repos import RegisteredRepo, RepoEvaluation
 from schemas.settings import Settings
 from schemas.tasks import DISPATCH_EVALUATIONS
+from schemas.versions import ParamVersion
 from state import evaluations, store, versions
 from worker.evaluation import cache_dir
 
@@ -228,21 +232,43 @@ def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
     if args.evaluations < 1:
         raise BadInput("--evaluations must be at least 1")
     repo = open_repo(args.repo, settings, args.window)
-    name = args.name or repo.name
     with embedded.service(settings) as live:
         client = store.connect(live.state_url)
-        _ensure_registered(client, args.repo, name, args.window)
-        seen = {r.version for r in evaluations.results(client) if r.repo == name}
-        _kick(client, live, name)
-        rows, interrupted = _follow(client, name, seen, args.evaluations, args.stall_seconds)
-        best = versions.best_number(client)
-        record = versions.get(client, best if best is not None else
-                              versions.current_number(client))
-    if record is not None and args.output:
-        args.output.write_text(json.dumps(record.params.as_floats(), indent=2) + "\n")
-        out.print(f"best version v{record.version} written to {args.output}")
-    _summary(rows, best)
-    return 130 if interrupted else 0
+        outcome = run_loop(client, live, args.repo, args.name or repo.name, args.window,
+                           args.evaluations, args.stall_seconds)
+    write_best(outcome, args.output)
+    return 130 if outcome.interrupted else 0
+
+
+@dataclass(frozen=True)
+class LoopOutcome:
+    """What a run of the loop evaluated, and the best version when it ended."""
+
+    rows: list[RepoEvaluation]
+    best: ParamVersion | None
+    interrupted: bool
+
+
+def run_loop(client: redis.Redis, settings: Settings, path: Path, name: str, window: int,
+             goal: int, stall: float) -> LoopOutcome:
+    """Register ``path`` as ``name`` (once), start the loop on it and follow it until
+    ``goal`` new evaluations landed, the loop idled ``stall`` seconds, or Ctrl-C."""
+    _ensure_registered(client, path, name, window)
+    seen = {r.version for r in evaluations.results(client) if r.repo == name}
+    _kick(client, settings, name)
+    rows, interrupted = _follow(client, name, seen, goal, stall)
+    # the best of what this run saw (the loop may go on while the command winds down)
+    best = max(rows, key=lambda r: r.tuning.ndcg).version if rows else versions.best_number(client)
+    record = versions.get(client, best if best is not None else versions.current_number(client))
+    return LoopOutcome(rows, record, interrupted)
+
+
+def write_best(outcome: LoopOutcome, output: Path | None) -> None:
+    """Print the run's summary and write the best version's parameters (ripmap's JSON)."""
+    if outcome.best is not None and output is not None:
+        output.write_text(json.dumps(outcome.best.params.as_floats(), indent=2) + "\n")
+        out.print(f"best version v{outcome.best.version} written to {output}")
+    _summary(outcome.rows, outcome.best.version if outcome.best else None)
 
 
 def _ensure_registered(client: redis.Redis, path: Path, name: str, window: int) -> None:
@@ -294,25 +320,36 @@ def _follow(client: redis.Redis, name: str, seen: set[int], goal: int, stall: fl
 
 
 def _table(client: redis.Redis, rows: list[RepoEvaluation]) -> Table:
-    table = Table(title="tune: each version scored on the repository's history")
-    for col in ("version", "tuning NDCG", "held-out NDCG", "verdict", "changed", "why"):
-        table.add_column(col)
+    table = Table(title="tune: each version scored on the repository's history",
+                  box=box.SIMPLE_HEAD)
+    for col, width in (("version", 7), ("tuning", 6), ("held-out", 8), ("verdict", 11),
+                       ("changed", 20), ("why", 15)):  # 80 columns in all
+        table.add_column(col, min_width=width, max_width=width, no_wrap=True,
+                         overflow="ellipsis")
     for r in rows:
         record = versions.get(client, r.version)
-        changed = ", ".join(f"{p} x{f:.2f}" for p, f in (record.factors if record else {}
-                                                          ).items()) or "-"
-        why = _why(record.provenance if record else [], record.note if record else "")
         table.add_row(f"v{r.version}", f"{r.tuning.ndcg:.4f}", f"{r.heldout.ndcg:.4f}",
-                      r.verdict, changed[:60], why[:70])
+                      r.verdict, _changed(record), _why(record))
     return table
 
 
-def _why(provenance: list[Any], note: str) -> str:
-    for vote in provenance:
+def _changed(record: ParamVersion | None) -> str:
+    """The two largest moves of a version, e.g. ``focus_decay ×1.30``."""
+    if record is None or not record.factors:
+        return record.reason if record else "-"
+    top = sorted(record.factors.items(), key=lambda kv: -abs(math.log(kv[1])))[:2]
+    return ", ".join(f"{p} ×{f:.2f}" for p, f in top)
+
+
+def _why(record: ParamVersion | None) -> str:
+    """The first rationale among the votes that made the version, else its note."""
+    if record is None:
+        return ""
+    for vote in record.provenance:
         for change in vote.changes:
             if change.rationale:
-                return str(change.rationale)
-    return note or ("initial" if not provenance else "")
+                return str(change.rationale).removeprefix("rule-based: ")
+    return record.note or record.reason
 
 
 def _summary(rows: list[RepoEvaluation], best: int | None) -> None:

@@ -175,3 +175,21 @@ def test_bad_repositories_are_refused_and_nothing_is_stored(
                              text=True, env=env, cwd=tmp_path, timeout=120, check=False)
         assert run.returncode == 2 and says in " ".join(run.stderr.split()), run.stderr
     assert not (tmp_path / "best_params.json").exists()
+
+
+def test_demo_in_a_git_repository_runs_the_closed_loop_on_its_history(
+    fixture_repo: Path, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("RIPMAP_") and k not in ("REDIS_URL", "ANTHROPIC_API_KEY")}
+    env.update({"PYTHONPATH": str(ROOT), "RIPMAP_DATA_DIR": str(tmp_path / "data"),
+                "RIPMAP_EPISODE_CONCURRENCY": "8", "RIPMAP_REASONER": "heuristic",
+                "COLUMNS": "120"})
+    out = tmp_path / "best.json"
+    run = subprocess.run([sys.executable, "-m", "ops.cli", "demo", "--output", str(out)],
+                         capture_output=True, text=True, env=env, cwd=fixture_repo,
+                         timeout=300, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "tune: each version scored" in run.stdout and "v0" in run.stdout
+    assert "Distilled Operator Wisdom" in run.stdout
+    ParameterPoint.model_validate(json.loads(out.read_text()))
