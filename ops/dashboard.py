@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 import math
@@ -75,20 +77,52 @@ def importance(history: list[tuple[ParamVersion, VersionScore]]) -> list[Importa
                    for n, (a, w, k) in sums.items() if w > 0), key=lambda i: -abs(i.score))
 
 
+# The live dashboard's Content-Security-Policy (a header, ops/http_dashboard.py): only its
+# own script, style sheet and data requests; images only its own or data: URLs; nothing
+# model-written can make the browser fetch anything. No inline script or style: the page
+# loads dashboard.js and dashboard.css, and takes its settings from a JSON data block.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+STATIC_ASSETS = {"chart.umd.min.js": "text/javascript", "dashboard.js": "text/javascript",
+                 "dashboard.css": "text/css"}
+
+
+def report_csp(scripts: list[str], styles: list[str]) -> str:
+    """The offline report's policy (a ``<meta>`` tag: the file has no server): its inline
+    scripts and style sheet by hash, nothing else; no connections (it draws the data it
+    carries). Hashes rather than 'unsafe-inline', for styles too: an injected element,
+    should escaping ever fail, would match no hash."""
+    return ("default-src 'none'; script-src " + " ".join(map(_sha256, scripts)) +
+            "; style-src " + " ".join(map(_sha256, styles)) +
+            "; img-src 'self' data:; connect-src 'none'; base-uri 'none'; form-action 'none'")
+
+
 def render(data: Dashboard | None, *, live: bool, token: str = "") -> str:
     """The one-page dashboard: ``live`` polls the API; otherwise a self-contained report."""
     page = _static("dashboard.html")
     if live:
-        query = "?token=" + urllib.parse.quote(token) if token else ""
-        script = f'<script src="/dashboard/static/chart.umd.min.js{html.escape(query)}"></script>'
+        query = html.escape("?token=" + urllib.parse.quote(token) if token else "")
+        csp = ""  # sent as a header
+        style = f'<link rel="stylesheet" href="/dashboard/static/dashboard.css{query}">'
+        chart = f'<script src="/dashboard/static/chart.umd.min.js{query}"></script>'
+        script = f'<script src="/dashboard/static/dashboard.js{query}"></script>'
         payload = "null"
     else:
-        script = "<script>" + _static("chart.umd.min.js") + "</script>"
+        css, chart_js, main_js = (_static(n) for n in
+                                  ("dashboard.css", "chart.umd.min.js", "dashboard.js"))
+        policy = report_csp([chart_js, main_js], [css])
+        csp = f'<meta http-equiv="Content-Security-Policy" content="{html.escape(policy)}">\n'
+        style, chart, script = (f"<style>{css}</style>", f"<script>{chart_js}</script>",
+                                f"<script>{main_js}</script>")
         payload = data.model_dump_json() if data else "null"
-    return (page.replace("{{CHART_JS}}", script)
-            .replace("{{DATA}}", payload.replace("</", "<\\/"))
-            .replace("{{LIVE}}", "true" if live else "false")
-            .replace("{{TOKEN}}", json.dumps(token).replace("</", "<\\/")))
+    config = json.dumps({"live": live, "token": token})
+    # JSON in a data block: every "<" as \u003c, so no text in it can end the block
+    return (page.replace("{{CSP}}", csp)
+            .replace("{{STYLE}}", style)
+            .replace("{{CHART_JS}}", chart)
+            .replace("{{SCRIPT}}", script)
+            .replace("{{CONFIG}}", config.replace("<", "\\u003c"))
+            .replace("{{DATA}}", payload.replace("<", "\\u003c")))
 
 
 def _point(record: ParamVersion, sc: VersionScore, best: int | None) -> VersionPoint:
@@ -126,8 +160,16 @@ def _texts(episode: dict[str, Any], kind: str) -> list[str]:
 
 
 def _markdown(text: str) -> str:
-    # model-written text: raw HTML in it is escaped, never rendered
-    return str(MarkdownIt("commonmark", {"html": False}).render(text))
+    """Model-written markdown as HTML that cannot reach out: raw HTML is escaped, and
+    images, links, autolinks and link reference definitions are not parsed, so
+    ``![x](http://host/?q=...)`` or ``[x](javascript:...)`` stays visible as plain text
+    (URL included) instead of becoming an ``<img>`` the browser fetches or an ``<a>``."""
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False})
+    return str(md.disable(["image", "link", "autolink", "linkify", "reference"]).render(text))
+
+
+def _sha256(source: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
 
 
 def _static(name: str) -> str:

@@ -2,6 +2,10 @@
 
 A browser can't add a bearer header when it opens a page, so here the token may also come
 as ``?token=``; the page passes it on to its data requests.
+
+Every response carries the dashboard's Content-Security-Policy (``dashboard.CSP``: only its
+own scripts, style sheet, images and data requests), and no referrer: the page's URL may
+hold the token.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
@@ -34,21 +38,34 @@ def require_token_or_query(
 Authorized = Annotated[str, Depends(require_token_or_query)]
 
 
+SECURITY_HEADERS = {"Content-Security-Policy": dashboard.CSP, "Referrer-Policy": "no-referrer",
+                    "X-Content-Type-Options": "nosniff"}
+
+
 @router.get("/dashboard", response_class=HTMLResponse)
 def dashboard_page(token: Authorized) -> HTMLResponse:
     """The one-page dashboard; it polls ``/v1/dashboard/data`` every 5 seconds."""
-    return HTMLResponse(dashboard.render(None, live=True, token=token))
+    return HTMLResponse(dashboard.render(None, live=True, token=token),
+                        headers=SECURITY_HEADERS)
 
 
-@router.get("/dashboard/static/chart.umd.min.js", include_in_schema=False)
-def chart_library(_: Authorized) -> Response:
-    """Chart.js, vendored (MIT licence): the dashboard needs no network."""
-    js = resources.files("ops").joinpath("static/chart.umd.min.js").read_text()
-    return Response(js, media_type="text/javascript",
-                    headers={"Cache-Control": "public, max-age=86400"})
+@router.get("/dashboard/static/{name}", include_in_schema=False)
+def static_asset(name: str, _: Authorized) -> Response:
+    """The page's script and style sheet, and Chart.js, vendored (MIT licence): the
+    dashboard needs no network."""
+    media_type = dashboard.STATIC_ASSETS.get(name)
+    if media_type is None:
+        raise HTTPException(404, "no such file")
+    body = resources.files("ops").joinpath(f"static/{name}").read_text()
+    # Chart.js changes only with a vendored upgrade; the page's own files with any release
+    cache = "private, max-age=86400" if name == "chart.umd.min.js" else "no-cache"
+    return Response(body, media_type=media_type,
+                    headers={**SECURITY_HEADERS, "Cache-Control": cache})
 
 
 @router.get("/v1/dashboard/data")
-def dashboard_data(_: Authorized, state: StateDep, settings: SettingsDep) -> Dashboard:
+def dashboard_data(_: Authorized, state: StateDep, settings: SettingsDep,
+                   response: Response) -> Dashboard:
     """Everything the dashboard draws, as JSON."""
+    response.headers.update(SECURITY_HEADERS)
     return dashboard.collect(state, settings)
