@@ -23,6 +23,7 @@ from rich.table import Table
 from ops import embedded
 from producer.api import Producer
 from ranker import Repository, RepositoryError, open_repository
+from ranker.repository import Split
 from schemas.params import ParameterPoint
 from schemas.repos import RegisteredRepo, RepoEvaluation
 from schemas.settings import Settings
@@ -99,7 +100,7 @@ def _read_params(path: Path) -> ParameterPoint:
         raise BadInput(f"--params {path}: {str(exc).splitlines()[0]}") from None
 
 
-def evaluation_report(repo: Repository, point: ParameterPoint, splits: list[str],
+def evaluation_report(repo: Repository, point: ParameterPoint, splits: list[Split],
                       sensitivity: bool) -> dict[str, Any]:
     """What ``evaluate --json`` prints: deterministic (no timings), so runs compare byte
     for byte."""
@@ -111,7 +112,7 @@ def evaluation_report(repo: Repository, point: ParameterPoint, splits: list[str]
         "params": point.as_floats(),
     }
     for split in splits:
-        report[split] = repo.evaluate(point, split).as_dict()  # type: ignore[arg-type]
+        report[split] = repo.evaluate(point, split).as_dict()
     if sensitivity:
         report["sensitivity"] = repo.sensitivity(point).as_dict()
     return report
@@ -124,7 +125,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     started = time.perf_counter()
     repo = open_repo(args.repo, settings, args.window)
     opened = time.perf_counter() - started
-    splits = ["tuning", "heldout"] if args.cases == "both" else [args.cases]
+    splits: list[Split] = ["tuning", "heldout"] if args.cases == "both" else [args.cases]
     report = evaluation_report(repo, point, splits, not args.no_sensitivity)
     report["params_version"] = version
     failures = repo.failures(point, "tuning" if args.cases == "both" else args.cases,

@@ -16,8 +16,10 @@ import redis
 
 from producer.api import Producer
 from ranker import Repository, open_repository
+from ranker.repository import Split
 from schemas import tasks
 from schemas.failures import RankingFailure, RepoContext
+from schemas.params import ParameterPoint
 from schemas.repos import EvaluateRequest, RegisteredRepo, RepoEvaluation, SplitScore
 from schemas.settings import Settings
 from schemas.versions import Evaluation
@@ -43,9 +45,9 @@ def repository(repo: RegisteredRepo, settings: Settings) -> Repository:
         return _open[key]
 
 
-def split_score(repo: Repository, point: object, split: str) -> SplitScore:
+def split_score(repo: Repository, point: ParameterPoint, split: Split) -> SplitScore:
     """One split's NDCG with its interval, as the contract's model."""
-    ev = repo.evaluate(point, split)  # type: ignore[arg-type]
+    ev = repo.evaluate(point, split)
     return SplitScore(ndcg=_unit(ev.ndcg), low=_unit(ev.low), high=_unit(ev.high),
                       cases=ev.cases, commits=ev.commits)
 
@@ -93,11 +95,11 @@ def evaluation_id(request: EvaluateRequest) -> str:
     return f"auto:{request.version}:{request.repo}"[:64]
 
 
-def sample_failures(repo: Repository, registered: RegisteredRepo, point: object, version: int,
-                    limit: int) -> list[RankingFailure]:
+def sample_failures(repo: Repository, registered: RegisteredRepo, point: ParameterPoint,
+                    version: int, limit: int) -> list[RankingFailure]:
     """Up to ``limit`` failing tuning cases, sampled with the version as seed (each version
     shows the reasoners different cases), named after the registered repository."""
-    failing = repo.failures(point, "tuning", params_version=version)  # type: ignore[arg-type]
+    failing = repo.failures(point, "tuning", params_version=version)
     if len(failing) > limit:
         failing = random.Random(version).sample(failing, limit)
     context = RepoContext(name=registered.name, file_count=repo.file_count)
