@@ -21,7 +21,6 @@ from collections import Counter
 from pathlib import Path
 
 import amqp
-import pytest
 import redis
 from kombu import Connection
 
@@ -79,18 +78,13 @@ def test_the_sweep_reads_the_broker_it_is_given() -> None:
 
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
-NEEDS_PRODUCER = ("producer/api.py: Celery(..., broker_transport_options="
-                  "ledger.publish_options(url)) (RELIABILITY.md, RabbitMQ)")
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_PRODUCER)
 def test_the_producer_publishes_with_confirms_on_amqp(settings: Settings) -> None:
     producer = _producer(settings, AMQP_URL)
     assert producer.celery.conf.broker_transport_options.get("confirm_publish") is True
 
 
-@pytest.mark.xfail(strict=True, reason="worker/config.py: broker_transport_options merged "
-                   "with ledger.publish_options(settings.broker) (RELIABILITY.md, RabbitMQ)")
 def test_the_workers_publish_with_confirms_on_amqp(settings: Settings) -> None:
     from worker.config import celery_config
 
@@ -99,8 +93,6 @@ def test_the_workers_publish_with_confirms_on_amqp(settings: Settings) -> None:
     assert ledger.publish_options("redis://127.0.0.1:6379/1") == {}
 
 
-@pytest.mark.xfail(strict=True, reason="producer/api.py: send declares its queue on AMQP "
-                   "(declare=None instead of []) (RELIABILITY.md, RabbitMQ)")
 def test_a_batch_sent_before_any_worker_declared_its_queue_is_kept(
     settings: Settings, client: redis.Redis, amqp_broker: str
 ) -> None:

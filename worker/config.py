@@ -6,7 +6,7 @@ from typing import Any
 
 from schemas.settings import Settings
 from schemas.tasks import EPISODE_QUEUE, TASK_QUEUES
-from state import keys
+from state import keys, ledger
 from worker.schedule import beat_lock_timeout, beat_loop_interval, beat_schedule
 
 
@@ -31,7 +31,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": transport,
+        # on AMQP, publisher confirms: the ledger's sweep trusts a publish that returned
+        "broker_transport_options": {**transport, **ledger.publish_options(settings.broker)},
         # Celery reads the visibility timeout in three places; all must agree, and all
         # exceed the worst-case episode so a live task is never redelivered.
         "result_backend_transport_options": transport,
