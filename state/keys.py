@@ -109,3 +109,8 @@ def budget_used(day: str) -> str:
 REPOS = PREFIX + "repos"  # hash: repo name -> RegisteredRepo JSON
 EVAL_DUE = PREFIX + "evaluate:due"  # zset: "<version>|<repo>" -> when it may be sent (again)
 EVAL_RESULTS = PREFIX + "evaluations"  # hash: "<version>|<repo>" -> RepoEvaluation JSON
+
+# Wisdom that transfers (state/presets.py): the features of each registered repository,
+# cached when distillation computes them (a merge worker that cannot open a repository later
+# still conditions presets on what was measured).
+REPO_FEATURES = PREFIX + "repo-features"  # hash: repo name -> RepoFeatures JSON

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from dataclasses import dataclass, replace
@@ -11,11 +12,13 @@ import redis
 from redis.exceptions import LockError
 
 from schemas.settings import Settings
-from schemas.wisdom import Wisdom
+from schemas.wisdom import MAX_PRESETS, Preset, Wisdom, WisdomDraft
 from state import keys, store
+from worker import presets
 from worker.reasoners.base import Reasoner
 
 WISDOM_HISTORY = 50
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,9 @@ def _distill_locked(
     reply = reasoner.distill(summary)
     if reply.draft is None:
         return DistillOutcome("unparsable", summary.wisdom_version, summary.episodes)
+    draft = with_measured_presets(reply.draft, measured_presets(client, settings))
     wisdom = Wisdom(
-        **reply.draft.model_dump(),
+        **draft.model_dump(),
         version=summary.wisdom_version + 1,
         created_at=time.time(),
         episodes_seen=summary.episodes,
@@ -82,3 +86,24 @@ def _distill_locked(
     )
     store.save_wisdom(client, wisdom, consumed=summary.pending_distill, keep=WISDOM_HISTORY)
     return DistillOutcome("distilled", wisdom.version, summary.episodes)
+
+
+def measured_presets(client: redis.Redis, settings: Settings) -> list[Preset]:
+    """Presets built from the evaluations (``worker.presets``); none when that fails, so a
+    repository that cannot be read never stops a distillation."""
+    try:
+        return presets.build(client, settings)
+    except Exception:  # logged; the reasoner's draft still stands
+        log.exception("building presets from evaluations failed")
+        return []
+
+
+def with_measured_presets(draft: WisdomDraft, measured: list[Preset]) -> WisdomDraft:
+    """The reasoner's draft with the measured presets first. Whatever condition or evidence
+    a reasoner wrote is dropped (only measurements carry them); a reasoner preset whose
+    name a measured one takes is dropped; the reasoner's presets fill what room is left."""
+    taken = {p.name for p in measured}
+    prose = [p.model_copy(update={"condition": None, "evidence": []})
+             for p in draft.presets if p.name not in taken]
+    merged = (measured + prose)[:MAX_PRESETS]
+    return draft.model_copy(update={"presets": merged})
