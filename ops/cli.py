@@ -22,7 +22,7 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ops import dashboard, embedded, loop, monitor, reading
+from ops import dashboard, embedded, loop, monitor, reading, recommend
 from producer.api import InvalidInput, Producer, validate_failures
 from producer.push import Pusher
 from schemas import tasks
@@ -672,6 +672,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--output", type=Path, default=Path("report.html"))
     rep.set_defaults(func=cmd_report)
     loop.add_parsers(sub)
+    recommend.add_parsers(sub)
     for sp in (e, o, d, q, r, dm):
         sp.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
     return p

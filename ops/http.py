@@ -37,13 +37,14 @@ from ops.http_deps import (
 )
 from producer.push import Pusher
 from schemas.failures import RankingFailure
+from schemas.features import RepoFeatures
 from schemas.ingest import Problem, ProblemResponse, PushResponse
 from schemas.params import ParameterPoint
 from schemas.scratchpad import ScratchpadSummary
 from schemas.settings import Settings, get_settings
 from schemas.versions import Evaluation, ParamVersion
-from schemas.wisdom import Wisdom
-from state import store, versions
+from schemas.wisdom import Recommendation, Wisdom
+from state import presets, store, versions
 
 MARKDOWN = "text/markdown"
 PUSH_THREADS = 40  # pushes in flight at once, as many as Starlette's default thread pool
@@ -181,6 +182,18 @@ def get_latest_wisdom(request: Request, state: StateDep) -> Response | Wisdom:
     if _wants_markdown(request):
         return PlainTextResponse(wisdom.to_markdown(), media_type=MARKDOWN)
     return wisdom
+
+
+@v1.post("/recommend", response_model=Recommendation,
+         responses={**_PROBLEMS, **_AUTH, 404: {"description": "no measured preset yet"}})
+def post_recommend(features: RepoFeatures, state: StateDep) -> Recommendation:
+    """The latest wisdom's measured preset for a repository's features (``matched`` false,
+    with each preset's failed clauses, when none applies): for ranking services that cannot
+    share their repository. ``ripmap-optimizer recommend --json`` prints the features."""
+    rec = presets.recommendation(state, features)
+    if rec is None:
+        raise HTTPException(404, detail="no preset yet: no distillation has measured presets")
+    return rec
 
 
 @probes.get("/healthz", responses={503: {"description": "Redis is unreachable"}})

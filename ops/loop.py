@@ -23,13 +23,14 @@ from rich.table import Table
 from ops import embedded
 from producer.api import Producer
 from ranker import Repository, RepositoryError, open_repository
+from ranker.features import repository_features
 from ranker.repository import Split
 from schemas.params import ParameterPoint
 from schemas.repos import RegisteredRepo, RepoEvaluation
 from schemas.settings import Settings
 from schemas.tasks import DISPATCH_EVALUATIONS
 from schemas.versions import ParamVersion
-from state import evaluations, store, versions
+from state import evaluations, presets, store, versions
 from worker.evaluation import cache_dir
 
 out = Console()
@@ -235,10 +236,38 @@ def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
     repo = open_repo(args.repo, settings, args.window)
     with embedded.service(settings) as live:
         client = store.connect(live.state_url)
+        if args.start == "recommended":
+            warm_start(client, live, repo)
         outcome = run_loop(client, live, args.repo, args.name or repo.name, args.window,
                            args.evaluations, args.stall_seconds)
     write_best(outcome, args.output)
     return 130 if outcome.interrupted else 0
+
+
+def warm_start(client: redis.Redis, settings: Settings, repo: Repository) -> ParamVersion | None:
+    """Make the preset recommended for ``repo`` the current version (evaluated next, like
+    any version), and say so; the version made, or None when none applies."""
+    rec = presets.recommendation(client, repository_features(repo))
+    if rec is None:
+        out.print("warm start: no measured preset yet; starting from the current version")
+        return None
+    if not rec.matched or rec.preset is None:
+        out.print(f"warm start: {rec.reason}; starting from the current version",
+                  highlight=False)
+        return None
+    current = versions.get(client, versions.current_number(client))
+    if current is not None and current.params == rec.preset.params:
+        out.print(f"warm start: the current version v{current.version} already holds preset "
+                  f"{rec.preset.name}", highlight=False)
+        return None
+    note = (f"warm start for {repo.name}: preset {rec.preset.name} of wisdom "
+            f"v{rec.wisdom_version}")
+    record = versions.set_manual(client, rec.preset.params, note, settings)
+    effect = (f", expected held-out effect {rec.expected_effect:+.4f}"
+              if rec.expected_effect is not None else "")
+    out.print(f"warm start: v{record.version} = preset {rec.preset.name}{effect} ({rec.reason}); "
+              "--from defaults to opt out", highlight=False)
+    return record
 
 
 @dataclass(frozen=True)
@@ -389,6 +418,10 @@ def add_parsers(sub: Any) -> None:
     tu.add_argument("--output", type=Path, default=Path("best_params.json"))
     tu.add_argument("--stall-seconds", type=float, default=120.0,
                     help="stop when no evaluation lands for this long")
+    tu.add_argument("--from", dest="start", choices=["recommended", "defaults"],
+                    default="recommended",
+                    help="start from the preset recommended for the repository when one "
+                    "matches (default), or from the current version as it is")
     tu.set_defaults(func=cmd_tune)
     for p in (ev, rp, tu):
         p.add_argument("--window", type=int, default=2000,
