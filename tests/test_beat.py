@@ -134,9 +134,9 @@ def test_two_beats_send_each_tick_once_and_the_standby_takes_over(
         first.proc.kill()
         first.proc.wait()
         killed = time.monotonic()
-        wait_until(second.active, lock_timeout + loop + 5, "the standby to take the lock")
-        took_over = time.monotonic() - killed
-        assert took_over <= lock_timeout + loop + 2, took_over
+        # (+3 s: the kill lands up to one loop after the last renewal, and a loaded machine)
+        wait_until(second.active, lock_timeout + loop + 3, "the standby to take the lock")
+        assert time.monotonic() - killed >= 1  # it waited for the lock to expire
         before = sent_tasks(private_broker).count(DISTILL)
         wait_until(lambda: sent_tasks(private_broker).count(DISTILL) > before, 10,
                    "the standby's first distill tick")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Any
 
 import redis
 from kombu.utils.url import maybe_sanitize_url
 from redbeat import RedBeatScheduler  # type: ignore[import-untyped]
+from redbeat.schedulers import acquire_distributed_beat_lock  # type: ignore[import-untyped]
 from redis.exceptions import LockError
 
 from schemas.settings import Settings
@@ -71,15 +72,19 @@ def beat_lock_timeout(settings: Settings) -> int:
 
 
 class Scheduler(RedBeatScheduler):  # type: ignore[misc]
-    """redbeat's scheduler, with failures said in one line.
+    """redbeat's scheduler, with failures said in one line and outages ridden out.
 
     Celery redirects a beat's stderr to its logger, one record per ``write``; Python's
     traceback printer writes the source excerpts and ``^^^`` markers a few characters at a
     time, so an exception escaping beat used to be logged one character per line. A beat
-    that cannot reach the state store exits with one line saying so, any other exception
-    that escapes is said in one line too (the ``beat raised exception`` record before it
-    holds the traceback), and a beat that lost its lock (a pass took longer than the lock
-    timeout) goes back to standing by instead of dying.
+    that cannot reach the state store at start exits with one line saying so; any other
+    exception that escapes is said in one line too (the ``beat raised exception`` record
+    before it holds the traceback).
+
+    Once running, a pass that cannot reach the state store is skipped and tried again a
+    loop interval later (redbeat's lock calls are not retried: a Redis restart would
+    otherwise stop the beat), and a beat that lost its lock (its passes stalled past the
+    lock timeout, or a restarted Redis forgot it) goes back to standing by for it.
     """
 
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
@@ -96,15 +101,35 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
                              f"store at {url}: {type(exc).__name__}: {exc}") from None
 
     def tick(self, *args: Any, **kwargs: Any) -> Any:
-        if self.lock is not None:
-            try:
-                self.lock.extend(int(self.lock_timeout))
-            except LockError:
-                logger.warning("beat: lost the lock %s (a pass took longer than %ss); standing "
-                               "by until it is free", self.lock_key, self.lock_timeout)
-                self.lock.acquire()
-                logger.info("beat: Acquired lock")
-        return super().tick(*args, **kwargs)
+        try:
+            self._hold_lock()
+            return super().tick(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError, LockError) as exc:
+            logger.warning("beat: pass skipped, trying again in %ss: %s: %s",
+                           self.max_interval, type(exc).__name__, exc)
+            return self.max_interval
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except redis.RedisError as exc:  # the lock expires by itself
+            logger.warning("beat: could not release the lock: %s: %s", type(exc).__name__, exc)
+            self.lock = None
+
+    def _hold_lock(self) -> None:
+        """Renew the lock, or wait for it (as a standby does) if this beat lost it."""
+        if not self.lock_key:
+            return
+        if self.lock is None:  # the state store was down when beat started: take it now
+            acquire_distributed_beat_lock(sender=SimpleNamespace(scheduler=self))
+            return
+        try:
+            self.lock.extend(int(self.lock_timeout))
+        except LockError:
+            logger.warning("beat: lost the lock %s; standing by until it is free",
+                           self.lock_key)
+            self.lock.acquire()
+            logger.info("beat: Acquired lock")
 
 
 def _one_line_excepthook(
