@@ -13,6 +13,7 @@ from ranker.cases import Case
 from ranker.depth import VENDOR
 from ranker.graph import TreeGraph
 from ranker.metrics import CaseMeta, case_meta, ideal_dcg
+from ranker.pagerank import System, prepare
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
@@ -21,18 +22,18 @@ F64 = npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class Solves:
-    """The block-diagonal system (I − αM)z = r: one block per (tree, right-hand side), where
-    the right-hand sides are each depth class's indicator and each seed's unit vector."""
+    """The system (I − αM)Z = R: M block-diagonal with one block per tree (each once, in
+    the system's fill-reducing order), R one column per right-hand side of a tree (each
+    depth class's indicator, then each seed's unit vector), zero past a tree's own ones."""
 
-    matrix: sp.csr_matrix
-    rhs: F64
-    block_ptr: I64
+    system: System
+    rhs: F64  # (system.size, columns)
 
 
 @dataclass(frozen=True)
 class Entries:
     """One row per (case, file of its tree); ``class_index[k]``/``seed_index`` point into
-    the solution z (the last slot of the padded z is 0 for absent depth classes)."""
+    the flattened solution Z (the last slot of the padded Z is 0 for absent depth classes)."""
 
     case: I32
     node: I32
@@ -75,53 +76,68 @@ class Batch:
 
 def _columns(cases: tuple[Case, ...], graphs: dict[str, TreeGraph]) -> dict[
         tuple[str, str, int], int]:
-    """(tree, "class"|"seed", k) → block number, trees in first-use order."""
+    """(tree, "class"|"seed", k) → column of that tree's right-hand sides, trees and their
+    columns in first-use order."""
     keys: dict[tuple[str, str, int], int] = {}
+    used: dict[str, int] = {}
+
+    def add(key: tuple[str, str, int]) -> None:
+        if key not in keys:
+            keys[key] = used.get(key[0], 0)
+            used[key[0]] = keys[key] + 1
+
     for case in cases:
         depth = graphs[case.tree].depth
         for k in range(VENDOR + 1):
             if (depth == k).any():
-                keys.setdefault((case.tree, "class", k), len(keys))
-        keys.setdefault((case.tree, "seed", case.seed), len(keys))
+                add((case.tree, "class", k))
+        add((case.tree, "seed", case.seed))
     return keys
 
 
 def _solves(keys: dict[tuple[str, str, int], int], graphs: dict[str, TreeGraph]) -> tuple[
-        Solves, I64]:
-    blocks = list(keys)
-    sizes = np.array([graphs[t].size for t, _, _ in blocks], np.int64)
-    block_ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    rhs = np.zeros(int(block_ptr[-1]))
-    for b, (tree, kind, k) in enumerate(blocks):
-        part = rhs[block_ptr[b]:block_ptr[b + 1]]
+        Solves, dict[str, int], I64]:
+    """The system, each tree's first row before ordering, and each original row's
+    position in the system's order."""
+    trees = list(dict.fromkeys(t for t, _, _ in keys))
+    sizes = [graphs[t].size for t in trees]
+    starts = dict(zip(trees, np.cumsum([0, *sizes[:-1]]).tolist(), strict=True)) if trees else {}
+    size = sum(sizes)
+    columns = max(keys.values(), default=-1) + 1
+    rhs = np.zeros((size, columns))
+    for (tree, kind, k), column in keys.items():
+        part = rhs[starts[tree]:starts[tree] + graphs[tree].size, column]
         if kind == "class":
             part[graphs[tree].depth == k] = 1.0
         else:
             part[k] = 1.0
-    matrix = sp.block_diag([graphs[t].transition for t, _, _ in blocks], format="csr")
-    return Solves(sp.csr_matrix(matrix), rhs, block_ptr), block_ptr
+    system = prepare(sp.block_diag([graphs[t].transition for t in trees], format="csr")
+                     if trees else sp.csr_matrix((0, 0)))
+    position = np.empty(size, np.int64)
+    position[system.order] = np.arange(size)
+    return Solves(system, rhs[system.order]), starts, position
 
 
 def _entries(cases: tuple[Case, ...], graphs: dict[str, TreeGraph],
-             keys: dict[tuple[str, str, int], int], block_ptr: I64) -> tuple[Entries, I64]:
+             keys: dict[tuple[str, str, int], int], starts: dict[str, int], position: I64,
+             columns: int) -> tuple[Entries, I64]:
     sizes = [graphs[c.tree].size for c in cases]
     case_ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    pad = int(block_ptr[-1])
-
-    def start(c: Case, kind: str, k: int) -> int:
-        b = keys.get((c.tree, kind, k))
-        return -1 if b is None else int(block_ptr[b])
+    pad = len(position) * columns
 
     def flat(pick: list[npt.NDArray[Any]], dtype: type) -> npt.NDArray[Any]:
         return np.concatenate(pick).astype(dtype) if pick else np.zeros(0, dtype)
 
     node = flat([np.arange(n) for n in sizes], np.int32)
     case = np.repeat(np.arange(len(cases)), sizes).astype(np.int32)
-    class_index = np.full((VENDOR + 1, len(node)), pad, np.int64)
-    for k in range(VENDOR + 1):
-        starts = np.repeat([start(c, "class", k) for c in cases], sizes).astype(np.int64)
-        class_index[k] = np.where(starts >= 0, starts + node, pad)
-    seed_start = np.repeat([start(c, "seed", c.seed) for c in cases], sizes).astype(np.int64)
+    row = position[np.repeat([starts[c.tree] for c in cases], sizes).astype(np.int64) + node]
+
+    def index(kind: str, k_of: list[int]) -> I64:
+        column = [keys.get((c.tree, kind, k), -1) for c, k in zip(cases, k_of, strict=True)]
+        col = np.repeat(column, sizes).astype(np.int64)
+        return np.where(col >= 0, row * columns + col, pad)
+
+    class_index = np.stack([index("class", [k] * len(cases)) for k in range(VENDOR + 1)])
     is_seed = node == np.repeat([c.seed for c in cases], sizes)
     entries = Entries(
         case, node, flat([graphs[c.tree].depth for c in cases], np.int8), is_seed,
@@ -129,7 +145,7 @@ def _entries(cases: tuple[Case, ...], graphs: dict[str, TreeGraph],
         flat([c.mentioned_file for c in cases], np.bool_),
         flat([c.coupled for c in cases], np.bool_), flat([c.hops for c in cases], np.int8),
         flat([c.days for c in cases], np.float64), flat([c.changes for c in cases], np.float64),
-        class_index, seed_start + node,
+        class_index, index("seed", [c.seed for c in cases]),
         np.repeat([graphs[c.tree].depth[c.seed] for c in cases], sizes).astype(np.int8),
     )
     return entries, case_ptr
@@ -154,8 +170,9 @@ def build_batch(cases: list[Case], graphs: dict[str, TreeGraph]) -> Batch:
     """Flatten a split's cases (ordered by commit, then seed) into a Batch."""
     ordered = tuple(sorted(cases, key=lambda c: (c.position, c.seed)))
     keys = _columns(ordered, graphs)
-    solves, block_ptr = _solves(keys, graphs)
-    entries, case_ptr = _entries(ordered, graphs, keys, block_ptr)
+    solves, starts, position = _solves(keys, graphs)
+    entries, case_ptr = _entries(ordered, graphs, keys, starts, position,
+                                 solves.rhs.shape[1])
     positions = np.array([c.position for c in ordered], np.int64)
     commit_of_case = np.unique(positions, return_inverse=True)[1].astype(np.int64)
     weights = np.array([c.weight for c in ordered], np.float64)

@@ -21,7 +21,7 @@ from ranker.languages import language_of
 from ranker.tags import extract_tags, is_skipped
 from ranker.tagstore import TagStore
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TUNING_FRACTION = 0.7
 MIN_USABLE_COMMITS = 10
 SPLITS = ("tuning", "heldout")

@@ -17,19 +17,23 @@ I64 = npt.NDArray[np.int64]
 
 
 def solve_batch(batch: Batch, alpha: float) -> F64:
-    """z of every (tree, right-hand side) block at damping ``alpha``, padded with one 0."""
-    s = batch.solves
-    return np.append(solve(s.matrix, s.rhs, s.block_ptr, alpha), 0.0)
+    """PageRank solutions at damping ``alpha`` per entry: row k < 4 is its tree's solution
+    for depth class k's indicator (0 when the tree has no such file), the last row the
+    solution for its case's seed."""
+    s, e = batch.solves, batch.entries
+    z = np.append(solve(s.system, s.rhs, alpha).ravel(), 0.0)
+    return np.concatenate([z[e.class_index], z[e.seed_index][None]])
 
 
 def pagerank_mix(batch: Batch, z: F64, point: ParameterPoint) -> F64:
     """Unnormalised PageRank per entry: Σ_k w_k z_k + (m − 1)·w_seed·z_seed, i.e. the
-    solution for p = depth weights with the seed's weight × m (m = pagerank_chat_multiplier).
-    Each case's ranking ignores the normalisation, so it is skipped."""
+    solution for p = depth weights with the seed's weight × m (m = pagerank_chat_multiplier),
+    from ``solve_batch``'s rows. Each case's ranking ignores the normalisation, so it is
+    skipped."""
     e = batch.entries
     w = np.array([getattr(point, name) for name in DEPTH_PARAMS])
-    base = sum((w[k] * z[e.class_index[k]] for k in range(len(w))), np.zeros(len(e.node)))
-    seed = (point.pagerank_chat_multiplier - 1.0) * w[e.seed_depth] * z[e.seed_index]
+    base = sum((w[k] * z[k] for k in range(len(w))), np.zeros(len(e.node)))
+    seed = (point.pagerank_chat_multiplier - 1.0) * w[e.seed_depth] * z[len(w)]
     return np.asarray(base + seed, np.float64)
 
 

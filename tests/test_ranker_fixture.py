@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -114,6 +115,23 @@ def test_same_input_same_output(repo: Repository, fixture_repo: Path, tmp_path: 
     for other in (fresh, loaded):
         assert other.evaluate(DEFAULTS, "heldout").as_dict() == first
         assert other.sensitivity(DEFAULTS).as_dict() == repo.sensitivity(DEFAULTS).as_dict()
+
+
+def test_results_do_not_depend_on_alphas_solved_before(fixture_repo: Path,
+                                                       tmp_path: Path) -> None:
+    point = DEFAULTS.model_copy(update={"pagerank_alpha": 0.77})
+    fresh = open_repository(fixture_repo, tmp_path).evaluate(point, "all")
+    warmed = open_repository(fixture_repo, tmp_path)
+    # neighbours first (as an optimizer moves), then far ones, then enough to evict 0.77
+    for alpha in (0.76, 0.78, 0.771, 0.5, 0.95, 0.3, 0.99):
+        warmed.evaluate(point.model_copy(update={"pagerank_alpha": alpha}), "all")
+    after = [warmed.evaluate(point, "all")]
+    for alpha in np.linspace(0.1, 0.9, 9):
+        warmed.evaluate(point.model_copy(update={"pagerank_alpha": float(alpha)}), "all")
+    after.append(warmed.evaluate(point, "all"))  # solved again after eviction
+    for ev in after:
+        assert json.dumps(ev.as_dict()) == json.dumps(fresh.as_dict())
+        np.testing.assert_allclose(ev.per_case, fresh.per_case, atol=1e-9, rtol=0)
 
 
 def test_failures_are_ranking_failures(repo: Repository) -> None:
