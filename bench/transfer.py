@@ -1,0 +1,407 @@
+"""Transfer: leave one repository out. Presets learned on some corpora, recommended for the
+one left out before its first evaluation, against the defaults, a warm-started ``tune``,
+and TPE / random search from the defaults.
+
+``python -m bench.transfer [--corpora DIR] [--seeds 5] [--learn 15] [--out FILE]`` prints
+(and with ``--out`` writes) a Markdown section; ``run(...)`` returns it. Progress: stderr.
+
+For each corpus R of flask, fd, commander.js and each seed:
+
+* **learn** on the other two, in-process against a private redis-server with the
+  service's own functions (as ``bench.headtohead`` runs its loop): both are registered;
+  every version is scored on both (tuning and held-out, recorded as the evaluation worker
+  does: ``evaluations.finish`` and ``versions.record_evaluation`` with the tuning NDCG, so
+  best and rollback follow the pooled tuning cases); up to 40 failing **tuning** cases of
+  the version, split between the two, go to heuristic episodes, merged until a consensus
+  step makes the next version (``versions.tick(force=True)`` when none does), for
+  ``--learn`` evaluated versions. Then ``worker.distill.distill`` builds the wisdom, with
+  the measured presets of ``worker.presets``.
+* (a) **defaults**; (b) **recommended**: the preset ``schemas.wisdom.recommend`` picks for
+  R's features (the defaults when none matches), zero evaluations on R; (c) **warm tune**:
+  a fresh service on R alone, the recommended preset made current (``set_manual``), the
+  same loop for 5 and 10 evaluations on R's tuning cases, the pick being the best by
+  tuning NDCG; (d) **TPE** and **random** (``bench.headtohead``'s) from the defaults, 10
+  and 20 evaluations.
+
+Held-out NDCG is R's held-out commits only. Intervals: ``ranker.paired_interval`` after
+pooling seeds (each method's per-case held-out NDCG averaged over the seeds' picks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from bench.headtohead import SAMPLE, Scorer, Trace, run_random, run_tpe
+from ranker import Repository, open_repository, paired_interval
+from ranker.features import repository_features
+from schemas.features import RepoFeatures
+from schemas.params import ParameterPoint
+from schemas.repos import RegisteredRepo, RepoEvaluation
+from schemas.settings import Settings
+from schemas.versions import Evaluation
+from schemas.wisdom import Preset, Recommendation, recommend
+
+TITLE = "## Transfer: leave one repository out"
+CORPORA = ("flask", "fd", "commander.js")
+WARM = (5, 10)
+SEARCH = (10, 20)
+METHODS = ("defaults", "recommended", "warm-5", "warm-10", "tpe-10", "tpe-20", "random-10",
+           "random-20")
+
+
+def log(message: str) -> None:
+    print(f"[transfer {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- the service's loop
+
+
+def _record(client: redis.Redis, settings: Settings, name: str, repo: Repository,
+            version: int, point: ParameterPoint) -> RepoEvaluation:
+    """What ``worker.evaluation.evaluate`` records, without pushing the failures."""
+    from state import evaluations, versions
+    from worker.evaluation import split_score
+
+    tuning = split_score(repo, point, "tuning")
+    heldout = split_score(repo, point, "heldout")
+    verdict = versions.record_evaluation(
+        client, Evaluation(version=version, mean_ndcg=tuning.ndcg, cases=max(tuning.cases, 1)),
+        f"auto:{version}:{name}"[:64], settings)
+    result = RepoEvaluation(version=version, repo=name, tuning=tuning, heldout=heldout,
+                            verdict=verdict)
+    evaluations.finish(client, result)
+    return result
+
+
+def service_loop(client: redis.Redis, settings: Settings, repos: dict[str, Repository],
+                 seed: int, goal: int) -> tuple[list[tuple[int, float]], str]:
+    """The loop on ``repos`` (all registered) until ``goal`` versions were evaluated:
+    (version, pooled tuning NDCG) per evaluated version, and why it stopped early if so."""
+    from producer.api import chunk
+    from state import evaluations, versions
+    from worker import episodes as episodes_mod
+    from worker import reducer
+    from worker.reasoners.heuristic import HeuristicReasoner
+
+    for name, repo in repos.items():
+        evaluations.add_repo(client, RegisteredRepo(name=name, path=str(repo.path)))
+    reasoner = HeuristicReasoner()
+    evaluated: list[tuple[int, float]] = []
+    scored: set[int] = set()
+    while len(evaluated) < goal:
+        v = versions.current_number(client)
+        record = versions.get(client, v)
+        assert record is not None
+        if v not in scored:
+            rows = [_record(client, settings, n, r, v, record.params) for n, r in repos.items()]
+            cases = sum(r.tuning.cases for r in rows)
+            evaluated.append((v, sum(r.tuning.ndcg * r.tuning.cases for r in rows) / cases))
+            scored.add(v)
+            if versions.current_number(client) != v or len(evaluated) >= goal:
+                continue  # rolled back: the rollback version is evaluated next
+        rng = random.Random(seed * 100003 + v)
+        share = max(1, SAMPLE // len(repos))
+        sample = []
+        for repo in repos.values():
+            failing = repo.failures(record.params, "tuning", params_version=v)
+            sample += rng.sample(failing, min(share, len(failing)))
+        rng.shuffle(sample)
+        moved = False
+        for batch in chunk(sample, settings.batch_size):
+            episode = episodes_mod.process(client, batch, settings, reasoner)
+            if episode is None:
+                continue
+            reducer.merge(client, episode, settings)
+            if versions.current_number(client) != v:
+                moved = True
+                break
+        if not moved and versions.tick(client, settings, force=True) is None:
+            return evaluated, f"stalled at v{v} after {len(evaluated)} evaluations"
+    return evaluated, ""
+
+
+def learn(client: redis.Redis, settings: Settings, repos: dict[str, Repository], seed: int,
+          goal: int) -> tuple[list[Preset], str]:
+    """The loop on ``repos``, then one distillation: the measured presets."""
+    from state import store
+    from worker import distill
+    from worker.reasoners.heuristic import HeuristicReasoner
+
+    client.flushdb()
+    _, stopped = service_loop(client, settings, repos, seed, goal)
+    distill.distill(client, settings, HeuristicReasoner(), force=True)
+    wisdom = store.latest_wisdom(client)
+    presets = [p for p in wisdom.presets if p.condition is not None] if wisdom else []
+    return presets, stopped
+
+
+def warm_tune(client: redis.Redis, settings: Settings, name: str, repo: Repository,
+              start: ParameterPoint, seed: int, goal: int) -> list[ParameterPoint]:
+    """A fresh service on ``repo`` alone, ``start`` made current: the evaluated points in
+    order (the first is ``start``)."""
+    from state import versions
+
+    client.flushdb()
+    if start != ParameterPoint():
+        versions.set_manual(client, start, "warm start", settings)
+    evaluated, _ = service_loop(client, settings, {name: repo}, seed, goal)
+    out = []
+    for v, _ in evaluated:
+        record = versions.get(client, v)
+        assert record is not None
+        out.append(record.params)
+    return out
+
+
+# ---------------------------------------------------------------- one fold
+
+
+@dataclass
+class Fold:
+    name: str
+    features: RepoFeatures
+    heldout_commits: int
+    picks: dict[str, list[ParameterPoint]] = field(default_factory=dict)  # per seed
+    recs: list[Recommendation | None] = field(default_factory=list)
+    learned: list[list[Preset]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _best(scorer: Scorer, points: list[ParameterPoint], budget: int) -> ParameterPoint:
+    head = points[:budget]
+    return max(head, key=lambda p: (scorer.tuning(p), -head.index(p)))
+
+
+def _trace_best(trace: Trace, budget: int) -> ParameterPoint:
+    return trace.pick(budget)[0]
+
+
+def run_fold(target: str, paths: dict[str, Path], cache: Path, client: redis.Redis,
+             settings: Settings, seeds: int, learn_goal: int) -> Fold:
+    started = time.monotonic()
+    repos = {n: open_repository(p, cache, window=2000) for n, p in paths.items()}
+    repo = repos[target]
+    scorer = Scorer(repo)
+    fold = Fold(target, repository_features(repo), repo.case_meta("heldout").commits,
+                {m: [] for m in METHODS})
+    training = {n: r for n, r in repos.items() if n != target}
+    for seed in range(seeds):
+        presets, stopped = learn(client, settings, training, seed, learn_goal)
+        if stopped:
+            fold.notes.append(f"seed {seed}: learning {stopped}")
+        rec = recommend(presets, fold.features) if presets else None
+        fold.recs.append(rec)
+        fold.learned.append(presets)
+        matched = rec is not None and rec.preset is not None
+        start = rec.preset.params if rec is not None and rec.preset is not None else (
+            ParameterPoint())
+        warm = warm_tune(client, settings, target, repo, start, seed, max(WARM))
+        tpe, rnd = run_tpe(scorer, seed, max(SEARCH)), run_random(scorer, seed, max(SEARCH))
+        fold.picks["defaults"].append(ParameterPoint())
+        fold.picks["recommended"].append(start)
+        for b in WARM:
+            fold.picks[f"warm-{b}"].append(_best(scorer, warm, b))
+        for b in SEARCH:
+            fold.picks[f"tpe-{b}"].append(_trace_best(tpe, b))
+            fold.picks[f"random-{b}"].append(_trace_best(rnd, b))
+        chosen = rec.preset.name if matched and rec is not None and rec.preset else "none"
+        log(f"{target} seed {seed}: {len(presets)} presets learned, recommended {chosen}; "
+            f"held-out rec {scorer.heldout_mean(start):.4f} vs defaults "
+            f"{scorer.heldout_mean(ParameterPoint()):.4f}")
+    fold.seconds = time.monotonic() - started
+    fold.notes.append(_pooled_cache(fold, scorer, repo))
+    return fold
+
+
+_POOLED: dict[tuple[str, str], np.ndarray] = {}
+_SCORERS: dict[str, tuple[Scorer, Repository]] = {}
+
+
+def _pooled_cache(fold: Fold, scorer: Scorer, repo: Repository) -> str:
+    _SCORERS[fold.name] = (scorer, repo)
+    for method, points in fold.picks.items():
+        _POOLED[(fold.name, method)] = np.mean([scorer.heldout(p) for p in points], axis=0)
+    return ""
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _verdict(low: float, high: float) -> str:
+    return "**win**" if low > 0 else "**loss**" if high < 0 else "**tie**"
+
+
+def _interval(fold: str, a: str, b: str) -> tuple[float, float, float]:
+    _, repo = _SCORERS[fold]
+    return paired_interval(_POOLED[(fold, a)], _POOLED[(fold, b)], repo, "heldout")
+
+
+def report(folds: list[Fold], seeds: int, learn_goal: int, seconds: float, note: str) -> str:
+    out = [TITLE, "",
+           f"`python -m bench.transfer` — {seeds} seeds, learning {learn_goal} evaluated "
+           f"versions on the two other corpora per fold; {seconds / 60:.1f} min wall on a "
+           "shared 2-core machine." + (f" {note}" if note else ""), "",
+           "Per fold, R is the corpus left out; presets are learned on the others' tuning "
+           "cases only (their held-out NDCG is stored as evidence, never used to choose) and "
+           "recommended from R's features alone. **held-out** = weighted NDCG@10 of the "
+           "method's pick on R's held-out commits, median (min–max) over seeds; **Δ vs "
+           "defaults** and **Δ vs (d) at 20** are paired bootstrap 95 % intervals over R's "
+           "held-out commits (`ranker.paired_interval`) after pooling seeds (each method's "
+           "per-case held-out NDCG averaged over its seeds' picks). Evaluations are scored "
+           "versions on R's tuning cases (the recommended preset costs none; warm tune's "
+           "first evaluation is the preset itself).", ""]
+    summary: list[list[object]] = []
+    for fold in folds:
+        scorer, _ = _SCORERS[fold.name]
+        out += [f"### R = {fold.name}", "",
+                f"Features: {fold.features.describe()}. Held-out commits: "
+                f"{fold.heldout_commits}; {fold.seconds:.0f} s.", ""]
+        chosen = [r.preset.name if r is not None and r.preset is not None else
+                  ("no preset learned" if r is None else "none matched") for r in fold.recs]
+        out.append("Recommended per seed: " + ", ".join(f"`{c}`" for c in chosen) + ".")
+        first = next((r for r in fold.recs if r is not None), None)
+        if first is not None:
+            out.append(f"Seed 0's reason: {first.reason}.")
+        for i, presets in enumerate(fold.learned[:1]):
+            for p in presets:
+                moved = _moves(p.params)
+                ev = "; ".join(f"{e.repo} v{e.version}: tuning {e.tuning_effect:+.4f}, "
+                               f"held-out {e.heldout_effect:+.4f}" for e in p.evidence)
+                cond = p.condition.describe() if p.condition else "-"
+                out.append(f"- seed {i} preset `{p.name}` ({moved}) when {cond}; {ev}")
+        out.append("")
+        rows: list[list[object]] = []
+        for method in METHODS:
+            means = [scorer.heldout_mean(p) for p in fold.picks[method]]
+            d = _interval(fold.name, method, "defaults") if method != "defaults" else None
+            vs20 = None
+            if method.startswith("warm") or method == "recommended":
+                vs20 = [_interval(fold.name, method, f"{m}-20") for m in ("tpe", "random")]
+            rows.append([
+                _label(method), _evals(method),
+                f"{statistics.median(means):.4f} ({min(means):.4f}–{max(means):.4f})",
+                "—" if d is None else f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] {_verdict(*d[1:])}",
+                "—" if vs20 is None else "; ".join(
+                    f"{m}: {x[0]:+.4f} [{x[1]:+.4f}, {x[2]:+.4f}] {_verdict(*x[1:])}"
+                    for m, x in zip(("tpe", "random"), vs20, strict=True)),
+            ])
+        out.append(_table(["method", "evaluations on R", "held-out NDCG",
+                           "Δ vs defaults (pooled, 95 %)", "Δ vs (d) at 20 (pooled, 95 %)"],
+                          rows))
+        notes = [n for n in fold.notes if n]
+        if notes:
+            out += ["", "Notes: " + "; ".join(notes) + "."]
+        out.append("")
+        b = _interval(fold.name, "recommended", "defaults")
+        c5 = [_interval(fold.name, "warm-5", f"{m}-20") for m in ("tpe", "random")]
+        summary.append([fold.name, f"{b[0]:+.4f} [{b[1]:+.4f}, {b[2]:+.4f}] {_verdict(*b[1:])}",
+                        "; ".join(f"{m}: {_verdict(*x[1:])}" for m, x in
+                                  zip(("tpe", "random"), c5, strict=True))])
+    out += ["### Targets", "",
+            _table(["R", "(b) recommended − (a) defaults", "(c) warm 5 vs (d) 20"], summary),
+            ""]
+    return "\n".join(out) + "\n"
+
+
+def _label(method: str) -> str:
+    return {"defaults": "(a) defaults", "recommended": "(b) recommended preset",
+            "warm-5": "(c) warm tune", "warm-10": "(c) warm tune", "tpe-10": "(d) TPE",
+            "tpe-20": "(d) TPE", "random-10": "(d) random", "random-20": "(d) random"}[method]
+
+
+def _evals(method: str) -> str:
+    return {"defaults": "0", "recommended": "0"}.get(method, method.rsplit("-", 1)[-1])
+
+
+def _moves(point: ParameterPoint) -> str:
+    base = ParameterPoint().as_floats()
+    moved = [f"{k} ×{v / base[k]:.2f}" for k, v in point.as_floats().items()
+             if base[k] and abs(v / base[k] - 1) > 1e-6]
+    return ", ".join(moved) or "the defaults"
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def _clone(bundle: Path, target: Path) -> Path:
+    import subprocess
+
+    if not (target / ".git").exists():
+        subprocess.run(["git", "clone", "-q", str(bundle), str(target)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return target
+
+
+def run(corpora_dir: Path = Path("/work/shared/corpora"), work_dir: Path | None = None,
+        seeds: int = 5, learn_goal: int = 15, folds: Sequence[str] = CORPORA,
+        note: str = "") -> str:
+    """Run the leave-one-repository-out benchmark and return its Markdown section."""
+    from state import store
+    from tests.services import start_private_redis
+
+    started = time.monotonic()
+    own = work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="ripmap-transfer-")) if work_dir is None else work_dir
+    paths = {n: _clone(corpora_dir / f"{n}.bundle", work / n) for n in CORPORA
+             if (corpora_dir / f"{n}.bundle").exists()}
+    if len(paths) < 3:
+        raise SystemExit(f"need the three corpora in {corpora_dir}")
+    proc, url, data = start_private_redis()
+    try:
+        client = store.connect(url)
+        settings = Settings(redis_url=url, reasoner="heuristic", data_dir=work)
+        cache = work / "ranker"  # worker.evaluation.cache_dir(settings): one index cache
+        results = [run_fold(t, paths, cache, client, settings, seeds, learn_goal)
+                   for t in folds]
+        return report(results, seeds, learn_goal, time.monotonic() - started, note)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        shutil.rmtree(data, ignore_errors=True)
+        if own:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.transfer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpora", type=Path, default=Path("/work/shared/corpora"))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--learn", type=int, default=15,
+                        help="versions evaluated on the training corpora per fold and seed")
+    parser.add_argument("--fold", action="append", choices=CORPORA, default=[],
+                        help="only these held-out corpora (repeatable; default all three)")
+    parser.add_argument("--work", type=Path, default=None, help="keep clones and caches here")
+    parser.add_argument("--note", default="")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)
+    text = run(args.corpora, args.work, args.seeds, args.learn, args.fold or CORPORA, args.note)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text)
+        log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
