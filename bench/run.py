@@ -18,7 +18,7 @@ from pathlib import Path
 from bench.common import Options, machine_info, table
 from tests.services import ROOT
 
-# name -> module, in report order
+# name -> module (its run(opts)) or module:function, in report order
 BENCHMARKS = {
     "overhead": "bench.overhead",
     "scratchpad": "bench.scratchpad",
@@ -26,6 +26,9 @@ BENCHMARKS = {
     "commands": "bench.commands",
     "llm": "bench.llm_scaling",
     "ingestion": "bench.ingestion",
+    "ranker": "bench.corpora:ranker",
+    "headtohead": "bench.corpora:headtohead",
+    "transfer": "bench.corpora:transfer",
 }
 OUT = ROOT / "BENCHMARKS.md"
 # hand-written findings (profiles, experiments, proposals), appended after the tables
@@ -56,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         print(f"== {name} ...", flush=True)
         try:
-            module = importlib.import_module(BENCHMARKS[name])
-            sections[name] = module.run(opts)
+            module, _, function = BENCHMARKS[name].partition(":")
+            sections[name] = getattr(importlib.import_module(module), function or "run")(opts)
         except Exception:
             failed = True
             detail = traceback.format_exc()
