@@ -16,11 +16,17 @@ import redis
 from markdown_it import MarkdownIt
 
 from ops import monitor
-from schemas.dashboard import Dashboard, Importance, TrendingInsight, VersionPoint
+from schemas.dashboard import (
+    Dashboard,
+    Importance,
+    TrendingInsight,
+    TrustRegion,
+    VersionPoint,
+)
 from schemas.params import PARAM_NAMES, PARAM_SPECS, ParameterPoint
 from schemas.settings import Settings
 from schemas.versions import ParamVersion, VersionScore
-from state import insights, store, versions
+from state import evaluations, insights, store, versions
 
 RECENT_EPISODES = 50
 MAX_VERSIONS = 500
@@ -44,6 +50,10 @@ def collect(client: redis.Redis, settings: Settings, top_k: int = 15) -> Dashboa
         operations=monitor.operations(client, settings),
         wisdom_version=summary.wisdom_version,
         wisdom_html=_markdown(wisdom.to_markdown()) if wisdom else "<p>No wisdom yet.</p>",
+        evaluations=evaluations.results(client)[-MAX_VERSIONS:],
+        trust=TrustRegion(unevaluated_steps=versions.unevaluated_steps(client),
+                          max_unevaluated_steps=settings.max_unevaluated_steps,
+                          waiting=versions.held_for_evaluation(client, settings)),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from schemas.repos import RepoEvaluation
 from schemas.scratchpad import ChangeStat
 
 _FROZEN = ConfigDict(frozen=True)
@@ -67,6 +68,16 @@ class Operations(BaseModel):
     budget_paused_reason: str
 
 
+class TrustRegion(BaseModel):
+    """How far the parameters moved without evidence, and whether steps wait for it."""
+
+    model_config = _FROZEN
+
+    unevaluated_steps: int
+    max_unevaluated_steps: int
+    waiting: bool  # votes wait for an evaluation before the next step
+
+
 class Dashboard(BaseModel):
     """Everything the dashboard draws."""
 
@@ -82,3 +93,7 @@ class Dashboard(BaseModel):
     operations: Operations
     wisdom_version: int
     wisdom_html: str
+    # the closed loop: every version scored on each registered repository (held-out NDCG
+    # for reporting only), and the trust region
+    evaluations: list[RepoEvaluation] = []
+    trust: TrustRegion | None = None

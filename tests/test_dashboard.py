@@ -15,9 +15,10 @@ import redis
 
 from ops import dashboard
 from ops.embedded import free_port
+from schemas.repos import RepoEvaluation, SplitScore
 from schemas.settings import Settings
 from schemas.versions import Evaluation
-from state import store, versions
+from state import evaluations, store, versions
 from tests.factories import episode
 from tests.services import ROOT, wait_until, worker_env
 from worker import distill, reducer
@@ -37,6 +38,10 @@ def _populate(client: redis.Redis, settings: Settings) -> Settings:
         current = versions.current_number(client)
         versions.record_evaluation(client, Evaluation(version=current, mean_ndcg=0.3 + 0.05 * i,
                                                       cases=5), f"ev{i}", s)
+        evaluations.finish(client, RepoEvaluation(
+            version=current, repo="fixture",
+            tuning=SplitScore(ndcg=0.3 + 0.05 * i, low=0.2, high=0.6, cases=5, commits=3),
+            heldout=SplitScore(ndcg=0.25 + 0.05 * i, low=0.1, high=0.5, cases=3, commits=2)))
     distill.distill(client, s, HeuristicReasoner())
     return s
 
@@ -55,6 +60,8 @@ def test_collect_matches_the_scratchpad_and_history(client: redis.Redis,
     assert data.proposals == summary.changes
     assert data.operations.episodes == 6
     assert all(0.0 <= x <= 1.0 for v in data.versions for x in v.normalised.values())
+    assert data.evaluations == evaluations.results(client) and data.evaluations
+    assert data.trust is not None and data.trust.unevaluated_steps == 0
     assert {i.param for i in data.importance} <= {"boost_chat_file", "depth_weight_deep"}
     assert "Distilled Operator Wisdom" in data.wisdom_html
 
@@ -137,6 +144,12 @@ def test_dashboard_in_a_real_browser(api: str, client: redis.Redis, settings: Se
         drawn = browser.execute_script(
             "return window.ripmapCharts.ndcg.data.datasets[0].data.length")
         assert drawn == int(points)
+        # the closed loop's chart: tuning and held-out per repository, one point per version
+        scored = {r.version for r in evaluations.results(client)}
+        assert browser.find_element(By.ID, "evaluations").get_attribute("data-points") == str(
+            len(scored))
+        assert "consensus steps taken since the last evaluated version" in (
+            browser.find_element(By.ID, "trust").text)
         rows = browser.find_elements(By.CSS_SELECTOR, "#interactions tbody tr")
         table = [[td.text for td in r.find_elements(By.TAG_NAME, "td")][:2] for r in rows]
         summary = store.summary(client, 15)

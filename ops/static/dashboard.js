@@ -64,6 +64,25 @@ function drawNdcg(d) {
           Object.entries(p.factors).map(([k, f]) => k + " ×" + f.toFixed(2)).join(", "); } } } } } });
 }
 
+function drawEvaluations(d) {
+  const ev = d.evaluations || [];
+  const labels = [...new Set(ev.map((e) => e.version))].sort((a, b) => a - b);
+  const repos = [...new Set(ev.map((e) => e.repo))].sort();
+  const series = (repo, i, split) => ({ label: repo + " " + split,
+    data: labels.map((v) => { const e = ev.find((x) => x.version === v && x.repo === repo);
+      return e ? e[split].ndcg : null; }), spanGaps: true,
+    borderColor: palette[i % palette.length], backgroundColor: palette[i % palette.length],
+    borderDash: split === "heldout" ? [6, 4] : [], pointRadius: 2 });
+  chart("evaluations", { type: "line", data: { labels: labels.map((v) => "v" + v),
+    datasets: repos.flatMap((r, i) => [series(r, i, "tuning"), series(r, i, "heldout")]) },
+    options: { scales: { y: { suggestedMin: 0, suggestedMax: 1 } } } });
+  const t = d.trust;
+  document.getElementById("trust").textContent = !t ? "" : t.unevaluated_steps + " of " +
+    t.max_unevaluated_steps + " consensus steps taken since the last evaluated version" +
+    (t.waiting ? " — votes wait for an evaluation" : "") + " · " + ev.length +
+    " evaluations on " + repos.length + " repositories";
+}
+
 function drawParams(d) {
   const v = d.versions;
   const names = v.length ? Object.keys(v[0].normalised) : [];
@@ -122,7 +141,7 @@ function drawTables(d) {
 
 function draw(d) {
   if (!d) return;
-  drawNdcg(d); drawParams(d); drawProposals(d); drawImportance(d); drawTables(d);
+  drawNdcg(d); drawEvaluations(d); drawParams(d); drawProposals(d); drawImportance(d); drawTables(d);
   // rendered server-side: model-written HTML escaped, no images, links as plain text
   document.getElementById("wisdom").innerHTML = d.wisdom_html;
   document.getElementById("summary").textContent = "current v" + d.current_version +
