@@ -23,7 +23,9 @@ Methods (every one searches the same space, ``SPACE``, built once from ``PARAM_S
 * **seed-rule** — the seed script's loop: one episode (5 sampled failing cases of the
   current point, heuristic reasoner) at a time, its proposals applied directly to the
   current point with ``state.stepping.apply`` (no consensus, no rollback), evaluated, kept.
-  These single-episode steps also feed the rule audit.
+  These single-episode steps also feed the rule audit: per failure signature (the whole
+  step) and per rule (each proposed change applied alone from the same point, scored
+  outside the method's budget).
 
 Every method is run once per seed at the largest budget; the smaller budgets are prefixes
 of that run (every method here is sequential and seeded, so a run with budget 10 is the
@@ -292,8 +294,12 @@ def run_random(scorer: Scorer, seed: int, budget: int) -> Trace:
 
 
 def run_seed_rule(repo: Repository, scorer: Scorer, seed: int, budget: int,
-                  audit: dict[str, AuditCounts]) -> Trace:
-    """One episode at a time, proposals applied directly to the current point, kept."""
+                  audit: dict[str, AuditCounts],
+                  rule_audit: dict[str, AuditCounts] | None = None) -> Trace:
+    """One episode at a time, proposals applied directly to the current point, kept.
+
+    ``rule_audit`` (when given) gets, for every proposed change, the tuning-NDCG change of
+    that change alone from the current point (scored outside the method's budget)."""
     from schemas.failures import FailureBatch
     from state import stepping
     from worker import signatures
@@ -325,6 +331,12 @@ def run_seed_rule(repo: Repository, scorer: Scorer, seed: int, budget: int,
                 break
             continue
         idle = 0
+        if rule_audit is not None:
+            for change in answer.proposed_changes:
+                alone = project(stepping.apply(point, [change]))
+                rule_audit.setdefault(
+                    f"{change.direction.value} {change.param} {change.magnitude.value}",
+                    AuditCounts()).add(scorer.tuning(alone) - ndcg)
         new = project(stepping.apply(point, answer.proposed_changes))
         new_ndcg = scorer.tuning(new)
         for name in sigs:
@@ -352,7 +364,8 @@ class RepoResult:
 
 def run_repository(name: str, path: Path, cache_dir: Path, budgets: Sequence[int],
                    seeds: int, client: object, settings: Settings,
-                   audit: dict[str, AuditCounts]) -> RepoResult:
+                   audit: dict[str, AuditCounts],
+                   rule_audit: dict[str, AuditCounts] | None = None) -> RepoResult:
     started = time.monotonic()
     log(f"{name}: opening {path}")
     repo = open_repository(path, cache_dir, window=2000)
@@ -363,7 +376,7 @@ def run_repository(name: str, path: Path, cache_dir: Path, budgets: Sequence[int
         "service": lambda s: run_service(repo, scorer, client, settings, s, top),
         "tpe": lambda s: run_tpe(scorer, s, top),
         "random": lambda s: run_random(scorer, s, top),
-        "seed-rule": lambda s: run_seed_rule(repo, scorer, s, top, audit),
+        "seed-rule": lambda s: run_seed_rule(repo, scorer, s, top, audit, rule_audit),
     }
     for seed in range(seeds):
         for method in METHODS:
@@ -393,7 +406,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def report(results: list[RepoResult], budgets: Sequence[int], seeds: int,
-           audit: dict[str, AuditCounts], seconds: float, note: str) -> str:
+           audit: dict[str, AuditCounts], seconds: float, note: str,
+           rule_audit: dict[str, AuditCounts] | None = None) -> str:
     out = [TITLE, ""]
     out.append(
         f"`python -m bench.headtohead` — budgets {', '.join(map(str, budgets))} evaluated "
@@ -473,6 +487,17 @@ def report(results: list[RepoResult], budgets: Sequence[int], seeds: int,
             for name, c in sorted(audit.items(), key=lambda kv: -(kv[1].helped + kv[1].hurt
                                                                   + kv[1].neutral))]
     out.append(_table(["signature", "helped", "hurt", "neutral", "mean Δ tuning NDCG"], rows))
+    if rule_audit:
+        out += ["", "Per rule: each change the seed-rule episodes proposed, applied **alone** "
+                "from the same current point (scored outside the budget), so a rule is judged "
+                "by its own step rather than by the batch's whole proposal.", ""]
+        rows = [[f"`{name}`", c.helped, c.hurt, c.neutral,
+                 f"{c.delta_sum / max(1, c.helped + c.hurt + c.neutral):+.5f}"]
+                for name, c in sorted(rule_audit.items(),
+                                      key=lambda kv: -(kv[1].helped + kv[1].hurt
+                                                       + kv[1].neutral))]
+        out.append(_table(["rule (change alone)", "helped", "hurt", "neutral",
+                           "mean Δ tuning NDCG"], rows))
     return "\n".join(out) + "\n"
 
 
@@ -509,9 +534,11 @@ def run(corpora_dir: Path | None = Path("/work/shared/corpora"), work_dir: Path 
         client = store.connect(url)
         settings = Settings(redis_url=url, reasoner="heuristic")
         audit: dict[str, AuditCounts] = {}
+        rule_audit: dict[str, AuditCounts] = {}
         results = [run_repository(name, path, work / "cache", budgets, seeds, client,
-                                  settings, audit) for name, path in targets]
-        return report(results, budgets, seeds, audit, time.monotonic() - started, note)
+                                  settings, audit, rule_audit) for name, path in targets]
+        return report(results, budgets, seeds, audit, time.monotonic() - started, note,
+                      rule_audit)
     finally:
         proc.terminate()
         proc.wait(20)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ from schemas.settings import Settings
 from schemas.versions import Vote
 from state import scripts, store, versions
 from worker import signatures
-from worker.reasoners.base import EpisodeRequest, Reasoner
+from worker.reasoners.base import EpisodeRequest, Reasoner, VersionEvidence
 
 
 def build_request(context: scripts.EpisodeContext, batch: FailureBatch) -> EpisodeRequest:
@@ -29,7 +30,24 @@ def build_request(context: scripts.EpisodeContext, batch: FailureBatch) -> Episo
         params_version=context.version,
         trajectory=versions.trajectory(context.trajectory),
         pending=_pending_counts(context.votes),
+        history=history(context.trajectory),
     )
+
+
+def history(rows: list[tuple[int, str, int, float]]) -> list[VersionEvidence]:
+    """EPISODE_CONTEXT's trajectory rows (newest first) as structured evidence, oldest
+    first: each version's parent, reason and factors (from its brief) and mean NDCG."""
+    out = []
+    for version, raw_brief, cases, total in reversed(rows):
+        brief: dict[str, Any] = json.loads(raw_brief) if raw_brief else {}
+        if not brief and version != 0:
+            brief = {"reason": "unknown"}  # its record expired: no step to read
+        out.append(VersionEvidence(
+            version=version, parent=brief.get("parent"),
+            reason=str(brief.get("reason", "initial")),
+            factors={str(p): float(f) for p, f in (brief.get("factors") or {}).items()},
+            ndcg=total / cases if cases else None, cases=cases))
+    return out
 
 
 def read_context(client: redis.Redis, batch: FailureBatch, settings: Settings

@@ -15,6 +15,20 @@ Knowledge = dict[str, list[tuple[str, int]]]
 
 
 @dataclass(frozen=True)
+class VersionEvidence:
+    """One recent parameter version as structured evidence: what it changed from its
+    parent (``factors``: parameter -> multiplier actually applied) and its tuning NDCG
+    (None until evaluated). ``reason`` is consensus, rollback, manual or initial."""
+
+    version: int
+    parent: int | None = None
+    reason: str = "initial"
+    factors: dict[str, float] = field(default_factory=dict)
+    ndcg: float | None = None
+    cases: int = 0
+
+
+@dataclass(frozen=True)
 class EpisodeRequest:
     """What a reasoner sees for one batch."""
 
@@ -25,6 +39,8 @@ class EpisodeRequest:
     params_version: int = 0
     trajectory: list[str] = field(default_factory=list)
     pending: dict[str, int] = field(default_factory=dict)
+    # the same recent versions as ``trajectory``, structured, oldest first
+    history: list[VersionEvidence] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
