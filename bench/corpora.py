@@ -10,6 +10,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from bench import headtohead as headtohead_section
+from bench import ranker as ranker_section
+from bench import transfer as transfer_section
 from bench.common import Options
 from tests.services import ROOT
 
@@ -30,30 +33,24 @@ def _missing(title: str) -> str | None:
 
 def ranker(opts: Options) -> str:
     """The reference ranker: index build, scoring speed, default NDCG per corpus."""
-    from bench import ranker as section
-
     skipped = _missing("Reference ranker")
-    return skipped or section.run(corpora_dir(), Path(tempfile.mkdtemp(prefix="ripmap-rk-")))
+    return skipped or ranker_section.run(corpora_dir(), Path(tempfile.mkdtemp(prefix="ripmap-rk-")))
 
 
 def headtohead(opts: Options) -> str:
     """The service's loop against TPE and random search at equal budgets."""
-    from bench import headtohead as section
-
     skipped = _missing("Head-to-head")
     if skipped:
         return skipped
     budgets, seeds = ((10,), 2) if opts.quick else ((10, 20, 30), 5)
-    return section.run(corpora_dir(), Path(tempfile.mkdtemp(prefix="ripmap-h2h-")),
+    return headtohead_section.run(corpora_dir(), Path(tempfile.mkdtemp(prefix="ripmap-h2h-")),
                        budgets=budgets, seeds=seeds)
 
 
 def transfer(opts: Options) -> str:
     """Leave one repository out: presets learned on the others, on the left-out one."""
-    from bench import transfer as section
-
     skipped = _missing("Transfer")
     if skipped:
         return skipped
-    return section.run(corpora_dir(), Path(tempfile.mkdtemp(prefix="ripmap-lo-")),
+    return transfer_section.run(corpora_dir(), Path(tempfile.mkdtemp(prefix="ripmap-lo-")),
                        seeds=2 if opts.quick else 5)

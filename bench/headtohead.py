@@ -52,11 +52,21 @@ from pathlib import Path
 
 import numpy as np
 
+from producer.api import chunk
 from ranker import Repository, open_repository, paired_interval
+from schemas.failures import FailureBatch
 from schemas.params import PARAM_SPECS, ParameterPoint
 from schemas.settings import Settings
 from schemas.versions import Evaluation
+from state import stepping, store, versions
+from tests.services import ROOT, start_private_redis
+from worker import episodes as episodes_mod
+from worker import reducer, signatures
+from worker.reasoners.base import EpisodeRequest
+from worker.reasoners.heuristic import HeuristicReasoner
+from worker.reducer import MIN_VOTE_CONFIDENCE
 
+CORPORA_DIR = ROOT.parent / "shared" / "corpora"  # beside the checkout
 TITLE = "## Head-to-head: the service's loop against TPE and random search"
 CORPORA = ("flask", "fd", "commander.js")
 METHODS = ("service", "tpe", "random", "seed-rule")
@@ -205,11 +215,6 @@ class AuditCounts:
 def run_service(repo: Repository, scorer: Scorer, client: object, settings: Settings,
                 seed: int, budget: int) -> Trace:
     """The service's loop, in-process on the real functions against a private redis."""
-    from producer.api import chunk
-    from state import versions
-    from worker import episodes as episodes_mod
-    from worker import reducer
-    from worker.reasoners.heuristic import HeuristicReasoner
 
     client.flushdb()  # type: ignore[attr-defined]
     reasoner = HeuristicReasoner()
@@ -300,12 +305,6 @@ def run_seed_rule(repo: Repository, scorer: Scorer, seed: int, budget: int,
 
     ``rule_audit`` (when given) gets, for every proposed change, the tuning-NDCG change of
     that change alone from the current point (scored outside the method's budget)."""
-    from schemas.failures import FailureBatch
-    from state import stepping
-    from worker import signatures
-    from worker.reasoners.base import EpisodeRequest
-    from worker.reasoners.heuristic import HeuristicReasoner
-    from worker.reducer import MIN_VOTE_CONFIDENCE
 
     reasoner = HeuristicReasoner()
     trace, episodes, idle = Trace(), 0, 0
@@ -511,12 +510,10 @@ def _clone(bundle: Path, target: Path) -> Path:
     return target
 
 
-def run(corpora_dir: Path | None = Path("/work/shared/corpora"), work_dir: Path | None = None,
+def run(corpora_dir: Path | None = CORPORA_DIR, work_dir: Path | None = None,
         budgets: Sequence[int] = (10, 20, 30), seeds: int = 5,
         repos: Sequence[Path] = (), note: str = "") -> str:
     """Run the head-to-head and return its Markdown section."""
-    from state import store
-    from tests.services import start_private_redis
 
     started = time.monotonic()
     own_work = work_dir is None
@@ -550,7 +547,7 @@ def run(corpora_dir: Path | None = Path("/work/shared/corpora"), work_dir: Path 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.headtohead", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpora", type=Path, default=Path("/work/shared/corpora"),
+    parser.add_argument("--corpora", type=Path, default=CORPORA_DIR,
                         help="directory of flask/fd/commander.js .bundle files")
     parser.add_argument("--budgets", default="10,20,30",
                         help="comma-separated budgets of evaluated versions")

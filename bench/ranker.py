@@ -18,8 +18,10 @@ import numpy as np
 from ranker import Repository, open_repository
 from ranker.index import cache_path, load
 from schemas.params import ParameterPoint
+from tests.services import ROOT
 
 CORPORA = ("flask", "fd", "commander.js")
+CORPORA_DIR = ROOT.parent / "shared" / "corpora"  # beside the checkout
 WINDOW = 2000
 RUNS = 20
 
@@ -126,6 +128,6 @@ def run(corpora_dir: Path, work_dir: Path) -> str:
 
 
 if __name__ == "__main__":
-    corpora = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("/work/shared/corpora")
+    corpora = Path(sys.argv[1]) if len(sys.argv) > 1 else CORPORA_DIR
     work = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("/tmp/ranker-bench")
     print(run(corpora, work))
