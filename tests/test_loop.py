@@ -193,3 +193,44 @@ def test_demo_in_a_git_repository_runs_the_closed_loop_on_its_history(
     assert "tune: each version scored" in run.stdout and "v0" in run.stdout
     assert "Distilled Operator Wisdom" in run.stdout
     ParameterPoint.model_validate(json.loads(out.read_text()))
+
+
+def _cli(args: list[str], tmp_path: Path, cwd: Path | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("RIPMAP_") and k not in ("REDIS_URL", "ANTHROPIC_API_KEY")}
+    env.update({"PYTHONPATH": str(ROOT), "RIPMAP_DATA_DIR": str(tmp_path / "data"),
+                "RIPMAP_REASONER": "heuristic", "COLUMNS": "200"})
+    return subprocess.run([sys.executable, "-m", "ops.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd or tmp_path, timeout=300, check=False)
+
+
+def test_evaluate_json_is_byte_identical_and_names_the_inert_parameter(
+    fixture_repo: Path, tmp_path: Path
+) -> None:
+    failures = tmp_path / "failures.jsonl"
+    first = _cli(["evaluate", "--repo", str(fixture_repo), "--json",
+                  "--failures-out", str(failures)], tmp_path)
+    second = _cli(["evaluate", "--repo", str(fixture_repo), "--json"], tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout  # the second run loads the cached index
+    report = json.loads(first.stdout)
+    assert set(report) >= {"repo", "tuning", "heldout", "sensitivity", "params"}
+    assert 0 < report["tuning"]["low"] <= report["tuning"]["ndcg"] <= report["tuning"]["high"]
+    assert "boost_chat_file" in report["sensitivity"]["inert"]
+    lines = failures.read_text().splitlines()
+    assert lines and all(json.loads(x)["ndcg"] < 0.5 for x in lines)
+
+
+def test_repo_add_list_remove_and_their_errors(fixture_repo: Path, tmp_path: Path) -> None:
+    added = _cli(["repo", "add", str(fixture_repo), "--name", "fx"], tmp_path)
+    assert added.returncode == 0 and "registered fx" in added.stdout, added.stderr
+    again = _cli(["repo", "add", str(fixture_repo), "--name", "fx"], tmp_path)
+    assert again.returncode == 2 and "registered already" in again.stderr
+    bad = _cli(["repo", "add", str(fixture_repo), "--name", "no spaces"], tmp_path)
+    assert bad.returncode == 2 and "--name" in bad.stderr
+    listed = _cli(["repo", "list"], tmp_path)
+    assert "fx" in listed.stdout and str(fixture_repo) in listed.stdout
+    assert _cli(["repo", "remove", "fx"], tmp_path).returncode == 0
+    gone = _cli(["repo", "remove", "fx"], tmp_path)
+    assert gone.returncode == 2 and "no registered repository" in gone.stderr
