@@ -23,6 +23,10 @@ For each corpus R of flask, fd, commander.js and each seed:
   tuning NDCG; (d) **TPE** and **random** (``bench.headtohead``'s) from the defaults, 10
   and 20 evaluations.
 
+For the reader, seed 0's ``robust``-preset candidates are listed with their worst-case
+tuning gain on the training corpora (what chose) and their held-out effect on R (measured
+afterwards, never used to choose).
+
 Held-out NDCG is R's held-out commits only. Intervals: ``ranker.paired_interval`` after
 pooling seeds (each method's per-case held-out NDCG averaged over the seeds' picks).
 """
@@ -178,6 +182,10 @@ class Fold:
     learned: list[list[Preset]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # seed 0's robust-preset candidates: (label, worst-case tuning gain over the training
+    # corpora, kept by the gate, chosen, R's held-out Δ vs defaults with its interval)
+    candidates: list[tuple[str, float, bool, bool, tuple[float, float, float]]] = field(
+        default_factory=list)
 
 
 def _best(scorer: Scorer, points: list[ParameterPoint], budget: int) -> ParameterPoint:
@@ -205,6 +213,8 @@ def run_fold(target: str, paths: dict[str, Path], cache: Path, client: redis.Red
         rec = recommend(presets, fold.features) if presets else None
         fold.recs.append(rec)
         fold.learned.append(presets)
+        if seed == 0:
+            fold.candidates = _candidates_on(client, training, repo, presets)
         matched = rec is not None and rec.preset is not None
         start = rec.preset.params if rec is not None and rec.preset is not None else (
             ParameterPoint())
@@ -224,6 +234,30 @@ def run_fold(target: str, paths: dict[str, Path], cache: Path, client: redis.Red
     fold.seconds = time.monotonic() - started
     fold.notes.append(_pooled_cache(fold, scorer, repo))
     return fold
+
+
+def _candidates_on(client: redis.Redis, training: dict[str, Repository], target: Repository,
+                   presets: list[Preset]) -> list[tuple[str, float, bool, bool,
+                                                        tuple[float, float, float]]]:
+    """For the reader: the robust preset's candidates as distillation built them from the
+    training corpora's evaluations (tuning gains), each one's held-out effect on R after the
+    fact (never used to choose)."""
+    from state import evaluations, versions
+    from worker import presets as presets_mod
+
+    results = evaluations.results(client)
+    params = {v: r.params for v in {x.version for x in results}
+              if (r := versions.get(client, v)) is not None}
+    bests = presets_mod.best_versions(results, params, sorted(training))
+    scored = presets_mod.score(presets_mod.candidates(bests), training)
+    robust = next((p for p in presets if p.selection is not None), None)
+    base = target.evaluate(ParameterPoint(), "heldout").per_case
+    kept = {s.candidate.label for s in scored if s.kept}
+    return [(s.candidate.label, s.worst, s.candidate.label in kept,
+             robust is not None and s.candidate.point == robust.params,
+             paired_interval(target.evaluate(s.candidate.point, "heldout").per_case, base,
+                             target, "heldout"))
+            for s in scored]
 
 
 _POOLED: dict[tuple[str, str], np.ndarray] = {}
@@ -284,10 +318,21 @@ def report(folds: list[Fold], seeds: int, learn_goal: int, seconds: float, note:
         for i, presets in enumerate(fold.learned[:1]):
             for p in presets:
                 moved = _moves(p.params)
-                ev = "; ".join(f"{e.repo} v{e.version}: tuning {e.tuning_effect:+.4f}, "
+                ev = "; ".join(f"{e.repo}{'' if e.measured_at_distillation else f' v{e.version}'}"
+                               f": tuning {e.tuning_effect:+.4f}, "
                                f"held-out {e.heldout_effect:+.4f}" for e in p.evidence)
                 cond = p.condition.describe() if p.condition else "-"
-                out.append(f"- seed {i} preset `{p.name}` ({moved}) when {cond}; {ev}")
+                how = f" = {p.selection.chosen}" if p.selection is not None else ""
+                out.append(f"- seed {i} preset `{p.name}`{how} ({moved}) when {cond}; {ev}")
+        if fold.candidates:
+            out += ["", "Seed 0's robust-preset candidates (chosen by the worst-case tuning "
+                    "gain over the training corpora; R's held-out Δ is measured afterwards "
+                    "for the reader and never used to choose):", ""]
+            out.append(_table(
+                ["candidate", "worst-case tuning gain", "gate", "R held-out Δ (95 %)"],
+                [[("**" + label + "** (chosen)") if chosen else label, f"{worst:+.4f}",
+                  "kept" if kept else "dropped", f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]"]
+                 for label, worst, kept, chosen, d in fold.candidates]))
         out.append("")
         rows: list[list[object]] = []
         for method in METHODS:

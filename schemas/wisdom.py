@@ -15,6 +15,10 @@ from schemas.params import ParameterPoint
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, str_strip_whitespace=True)
 Name = Annotated[str, StringConstraints(min_length=1, max_length=80)]
 MAX_PRESETS = 8
+# a repository-specific preset is recommended over the cross-repository one only where
+# the repository it was learned on is this near in features (``Preset.distance``): a
+# different dominant language alone costs 1.0, so only a same-language near twin
+NEAR_MATCH = 0.5
 
 
 _FILLED_BY_SERVICE = ("Filled in by the service from measured evaluations; leave it empty "
@@ -86,6 +90,35 @@ class PresetEvidence(BaseModel):
     heldout_ndcg: Annotated[float, Field(ge=0.0, le=1.0)]
     heldout_commits: Annotated[int, Field(ge=0)] = 0
     features: RepoFeatures | None = None
+    # measured at distillation (the preset's point scored directly against the defaults,
+    # which need not be any version: ``version`` is then the baseline's), with the paired
+    # 95 % interval of the tuning effect over the repository's tuning commits
+    measured_at_distillation: bool = False
+    tuning_low: float | None = None
+    tuning_high: float | None = None
+
+
+class CandidateScore(BaseModel):
+    """One candidate of a cross-repository selection, scored on every training repository's
+    tuning cases against the defaults."""
+
+    model_config = _STRICT
+
+    label: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    worst_gain: float  # the smallest tuning gain over the repositories
+    mean_gain: float
+    kept: bool = True  # passed the gate (tuning gain's lower bound >= 0 on most repositories)
+
+
+class RobustSelection(BaseModel):
+    """How a cross-repository preset was chosen: the candidates, the rule, the pick."""
+
+    model_config = _STRICT
+
+    rule: Annotated[str, StringConstraints(max_length=1_000)]
+    repos: Annotated[list[str], Field(max_length=50)]
+    chosen: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    candidates: Annotated[list[CandidateScore], Field(max_length=60)] = []
 
 
 class Preset(BaseModel):
@@ -100,6 +133,17 @@ class Preset(BaseModel):
     condition: PresetCondition | None = Field(default=None, description=_FILLED_BY_SERVICE)
     evidence: Annotated[list[PresetEvidence], Field(max_length=50)] = Field(
         default_factory=list, description=_FILLED_BY_SERVICE)
+    # set on the cross-repository preset (chosen by its worst-case tuning gain over the
+    # training repositories); None on presets that are one repository's evaluated version
+    selection: RobustSelection | None = Field(default=None, description=_FILLED_BY_SERVICE)
+
+    @property
+    def cross_repository(self) -> bool:
+        """Chosen for robustness across repositories rather than learned on some of them:
+        a selection backed by evidence measured at distillation (a reasoner's evidence is
+        dropped, so a selection a reasoner wrote is inert)."""
+        return self.selection is not None and any(e.measured_at_distillation
+                                                  for e in self.evidence)
 
     def expected_effect(self) -> float | None:
         """Mean held-out effect where the preset was learned (None without evidence)."""
@@ -147,8 +191,16 @@ class Recommendation(BaseModel):
 
 def recommend(presets: list[Preset], features: RepoFeatures, wisdom_version: int = 0
               ) -> Recommendation | None:
-    """The measured preset for ``features``: among those whose condition holds, the one
-    learned on the repository nearest in features (then the larger expected effect).
+    """The measured preset for ``features``, among those whose condition holds:
+
+    1. a repository-specific preset whose learned-on repository is within ``NEAR_MATCH``
+       in features (the nearest such one): a near twin of a repository it was learned on;
+    2. else the cross-repository preset (``Preset.selection``: the largest worst-case tuning
+       gain over the training repositories), what carries to a repository none was
+       learned on;
+    3. else the preset learned on the repository nearest in features (then the larger
+       expected effect).
+
     None when there is no measured preset at all (presets without a condition are prose
     from a reasoner and are never recommended)."""
     measured = [p for p in presets if p.condition is not None and p.evidence]
@@ -162,15 +214,40 @@ def recommend(presets: list[Preset], features: RepoFeatures, wisdom_version: int
         return Recommendation(matched=False, reason=f"no preset matches ({why})",
                               features=features, considered=considered,
                               wisdom_version=wisdom_version)
-    best = min(fits, key=lambda p: (p.distance(features), -(p.expected_effect() or 0.0),
-                                    p.name))
+
+    def nearest(options: list[Preset]) -> Preset:
+        return min(options, key=lambda p: (p.distance(features), -(p.expected_effect() or 0.0),
+                                           p.name))
+
+    specific = [p for p in fits if not p.cross_repository]
+    robust = [p for p in fits if p.cross_repository]
+    twins = [p for p in specific if p.distance(features) <= NEAR_MATCH]
+    if twins:
+        best = nearest(twins)
+        why = (f"the nearest in features at distance {best.distance(features):.2f} (within "
+               f"{NEAR_MATCH:g}: a near twin, preferred to a cross-repository preset)")
+    elif robust:
+        best = max(robust, key=lambda p: (_worst_gain(p), p.name))
+        others = (f"; no repository-specific preset is within {NEAR_MATCH:g} in features "
+                  f"(nearest: {nearest(specific).name} at "
+                  f"{nearest(specific).distance(features):.2f})" if specific else "")
+        why = (f"the cross-repository preset (worst-case tuning gain {_worst_gain(best):+.4f} "
+               f"over the training repositories){others}")
+    else:
+        best = nearest(fits)
+        why = f"the nearest in features at distance {best.distance(features):.2f}"
     assert best.condition is not None
-    learned = ", ".join(f"{e.repo} v{e.version}" for e in best.evidence if e.learned_here)
-    reason = (f"{best.name} matches ({best.condition.describe()}); learned on {learned}, "
-              f"the nearest in features at distance {best.distance(features):.2f}")
+    learned = ", ".join(f"{e.repo} v{e.version}" if not e.measured_at_distillation else e.repo
+                        for e in best.evidence if e.learned_here)
+    reason = f"{best.name} matches ({best.condition.describe()}); learned on {learned}, {why}"
     return Recommendation(matched=True, preset=best, reason=reason, features=features,
                           expected_effect=best.expected_effect(), considered=considered,
                           wisdom_version=wisdom_version)
+
+
+def _worst_gain(preset: Preset) -> float:
+    gains = [e.tuning_effect for e in preset.evidence if e.learned_here]
+    return min(gains, default=0.0)
 
 
 class Heuristic(BaseModel):
@@ -217,10 +294,16 @@ class Wisdom(WisdomDraft):
             lines.append(f"- **{p.name}**: {{{values}}} \"{p.when_to_use}\"")
             if p.condition is not None:
                 lines.append(f"  - applies when: {p.condition.describe()}")
+            if p.selection is not None and p.cross_repository:
+                lines.append(f"  - chosen across {', '.join(p.selection.repos)}: "
+                             f"{p.selection.chosen} ({p.selection.rule})")
             for e in p.evidence:
                 role = "learned on" if e.learned_here else "measured on"
-                lines.append(f"  - {role} {e.repo} (v{e.version} against v{e.baseline_version}):"
-                             f" tuning {e.tuning_effect:+.4f}, held-out {e.heldout_effect:+.4f}")
+                what = (f"scored at distillation against v{e.baseline_version}"
+                        if e.measured_at_distillation
+                        else f"v{e.version} against v{e.baseline_version}")
+                lines.append(f"  - {role} {e.repo} ({what}): tuning {e.tuning_effect:+.4f}, "
+                             f"held-out {e.heldout_effect:+.4f}")
         lines += ["", "## Adaptive Heuristics"]
         lines += [f"- if {h.condition}: {h.adjustment} \"{h.rationale}\"" for h in self.heuristics]
         lines += ["", "## Warnings"]

@@ -20,15 +20,16 @@ from ops.loop import warm_start
 from ranker import open_repository
 from ranker.features import repository_features
 from schemas.features import RepoFeatures
-from schemas.params import ParameterPoint
+from schemas.params import PARAM_SPECS, ParameterPoint
 from schemas.repos import RegisteredRepo, RepoEvaluation, SplitScore
 from schemas.settings import Settings
-from schemas.wisdom import Preset, Wisdom, recommend
+from schemas.wisdom import NEAR_MATCH, Preset, RobustSelection, Wisdom, recommend
 from state import evaluations, store, versions
 from tests.factories import episode
 from tests.gitrepos import DAY, EPOCH, Plan, build_fixture, commit, init
 from tests.services import worker_env
 from worker import distill, reducer
+from worker import presets as presets_mod
 from worker.evaluation import repository, split_score
 from worker.presets import presets_from
 from worker.reasoners.heuristic import HeuristicReasoner
@@ -256,6 +257,172 @@ def test_presets_keep_directions_that_helped_most_repositories_and_where_others_
     assert go.considered["for-py"] == ["dominant language go is not python"]
     # nothing that helped anywhere: no preset
     assert presets_from(rows[:2], params, features) == []
+
+
+# the first is the best of these on alpha's tuning cases, the second on similar's
+TWO = (ParameterPoint(pagerank_alpha=0.2, boost_temporal_coupling=30.0,
+                      boost_mentioned_ident=30.0),
+       ParameterPoint(pagerank_alpha=0.2, boost_temporal_coupling=100.0,
+                      boost_mentioned_ident=30.0))
+
+
+def learn_on_two(client: redis.Redis, settings: Settings, repos: dict[str, Path]) -> Wisdom:
+    """The defaults and the points of ``TWO`` evaluated on ``alpha`` and ``similar``; the
+    deep-js repository is never registered (the left-out one)."""
+    for name in ("alpha", "similar"):
+        evaluations.add_repo(client, RegisteredRepo(name=name, path=str(repos[name])))
+        _score(client, settings, name, 0)
+    for point in TWO:
+        record = versions.set_manual(client, point, "test", settings)
+        for name in ("alpha", "similar"):
+            _score(client, settings, name, record.version)
+    reducer.merge(client, episode(1), settings)
+    assert distill.distill(client, settings, HeuristicReasoner(), force=True).status == "distilled"
+    wisdom = store.latest_wisdom(client)
+    assert wisdom is not None
+    return wisdom
+
+
+def test_the_robust_preset_is_chosen_by_worst_case_tuning_gain_over_the_training_repositories(
+        client: redis.Redis, data_settings: Settings, repos: dict[str, Path],
+        tmp_path: Path) -> None:
+    wisdom = learn_on_two(client, data_settings, repos)
+    robust = next(p for p in wisdom.presets if p.name == "robust")
+    assert wisdom.presets[0] is robust and robust.cross_repository
+    assert isinstance(robust.selection, RobustSelection)
+    assert robust.selection.repos == ["alpha", "similar"]
+    # recompute every candidate's tuning gain independently, on freshly opened indexes
+    opened = {n: open_repository(repos[n], tmp_path / "fresh") for n in ("alpha", "similar")}
+    results = evaluations.results(client)
+    params = {v: r.params for v in {x.version for x in results}
+              if (r := versions.get(client, v)) is not None}
+    bests = presets_mod.best_versions(results, params, ["alpha", "similar"])
+    assert {n: p for n, (_, p) in bests.items()} == {"alpha": TWO[0], "similar": TWO[1]}
+    options = presets_mod.candidates(bests)
+    labels = [c.label for c in options]
+    assert any(label.startswith("consensus of") for label in labels)
+    assert any(label.endswith("×0.25") for label in labels)
+    assert [c.label for c in robust.selection.candidates] == labels
+
+    def gain(name: str, point: ParameterPoint) -> float:
+        repo = opened[name]
+        return repo.evaluate(point, "tuning").ndcg - repo.evaluate(DEFAULTS, "tuning").ndcg
+
+    worst = {c.label: min(gain(n, c.point) for n in opened) for c in options}
+    kept = {c.label for c in robust.selection.candidates if c.kept}
+    top = max(worst[label] for label in kept)
+    assert worst[robust.selection.chosen] == pytest.approx(top, abs=1e-9)
+    assert robust.params == next(c.point for c in options if c.label == robust.selection.chosen)
+    for c in robust.selection.candidates:
+        assert c.worst_gain == pytest.approx(worst[c.label], abs=1e-6)
+    # its evidence is the measured tuning gain on each training repository, with the
+    # paired tuning interval; the held-out effect is carried for the reader
+    assert {e.repo for e in robust.evidence} == {"alpha", "similar"}
+    for e in robust.evidence:
+        assert e.measured_at_distillation and e.learned_here
+        assert e.tuning_effect == pytest.approx(gain(e.repo, robust.params), abs=1e-6)
+        assert e.tuning_low is not None and e.tuning_low <= e.tuning_effect
+        assert e.features is not None
+    assert min(e.tuning_effect for e in robust.evidence) > presets_mod.MIN_GAIN
+    assert "chosen across alpha, similar" in wisdom.to_markdown()
+    # the stored wisdom round-trips with the new fields
+    assert Wisdom.model_validate_json(wisdom.model_dump_json()) == wisdom
+
+
+def test_shrinkage_and_consensus_candidates_are_bounded_parameter_points() -> None:
+    extreme = ParameterPoint(pagerank_alpha=0.05, boost_temporal_coupling=1000.0,
+                             depth_weight_vendor=0.0, focus_decay=1.0,
+                             git_recency_decay_days=3650.0)
+    other = ParameterPoint(pagerank_alpha=0.5, boost_temporal_coupling=12.0,
+                           depth_weight_vendor=0.02, focus_decay=0.25)
+    options = presets_mod.candidates({"a": (3, extreme), "b": (5, other)})
+    assert len(options) == 12 and len({c.point for c in options}) == 12
+    assert DEFAULTS not in {c.point for c in options}
+    # the bests are kept as evaluated; what distillation makes is inside each parameter's
+    # safe range (so inside its valid bounds), and a valid ParameterPoint
+    assert [c.point for c in options if c.label in ("a v3", "b v5")] == [extreme, other]
+    for c in options:
+        assert ParameterPoint.model_validate(c.point.as_floats()) == c.point
+        if c.label in ("a v3", "b v5"):
+            continue
+        for name, value in c.point.as_floats().items():
+            spec = PARAM_SPECS[name]
+            assert spec.floor <= value <= spec.ceiling, (c.label, name, value)
+    # shrinking keeps each parameter between the defaults and the point, in log space
+    half = presets_mod.shrink(extreme, 0.5)
+    assert half.pagerank_alpha == pytest.approx((0.85 * 0.05) ** 0.5)
+    assert half.boost_temporal_coupling == pytest.approx((3.0 * 1000.0) ** 0.5)
+    assert half.depth_weight_vendor == pytest.approx((0.01 * 0.0001) ** 0.5)  # 0 as its floor
+    assert presets_mod.shrink(extreme, 0.0) == DEFAULTS
+    # the consensus: the mean log move where the repositories agree, none where they don't
+    both = presets_mod.consensus([extreme, other])
+    assert both.pagerank_alpha == pytest.approx((0.05 * 0.5) ** 0.5)  # both down
+    assert both.boost_temporal_coupling == pytest.approx((1000.0 * 12.0) ** 0.5)  # both up
+    assert both.depth_weight_vendor == DEFAULTS.depth_weight_vendor  # down and up: dropped
+    assert both.focus_decay == DEFAULTS.focus_decay  # up and down: dropped
+    # one moved, the other left it: half the move
+    assert both.git_recency_decay_days == pytest.approx(30.0 * (3650.0 / 30.0) ** 0.5)
+
+
+def test_nothing_of_a_left_out_repository_is_used(
+        client: redis.Redis, data_settings: Settings, repos: dict[str, Path],
+        tmp_path: Path) -> None:
+    """The benchmark's fold: the service's loop learns on two fixture repositories; the
+    third (deep-js) is opened only to be recommended for, after the presets exist."""
+    from bench.transfer import learn
+
+    training = {n: open_repository(repos[n], data_settings.data_dir / "ranker")
+                for n in ("alpha", "similar")}
+    presets, _ = learn(client, data_settings, training, seed=0, goal=4)
+    assert {r.name for r in evaluations.repos(client)} == {"alpha", "similar"}
+    assert {r.repo for r in evaluations.results(client)} == {"alpha", "similar"}
+    from state import presets as presets_state
+    assert set(presets_state.features(client)) == {"alpha", "similar"}
+    assert any(p.selection is not None for p in presets)
+    for p in presets:
+        assert {e.repo for e in p.evidence} <= {"alpha", "similar"}
+        if p.selection is not None:
+            assert p.selection.repos == ["alpha", "similar"]
+    # the same distillation again, with the left-out repository's index built meanwhile
+    # in the same cache, chooses the same presets
+    open_repository(repos["deep-js"], data_settings.data_dir / "ranker")
+    again = presets_mod.build(client, data_settings)
+    assert [(p.name, p.params) for p in again] == [(p.name, p.params) for p in presets]
+
+
+def test_recommend_prefers_the_robust_preset_unless_a_specific_one_is_a_near_twin() -> None:
+    params = {0: DEFAULTS, 1: BETTER["alpha"], 2: BETTER["coupling"]}
+    rows = [_row(0, "py", 0.50, 0.40), _row(0, "rs", 0.60, 0.50),
+            _row(1, "py", 0.52, 0.41), _row(1, "rs", 0.61, 0.52),
+            _row(2, "py", 0.56, 0.43), _row(2, "rs", 0.55, 0.45)]
+    features = {"py": _features("python", 200), "rs": _features("rust", 60)}
+    broad, for_py = presets_from(rows, params, features)
+    robust = broad.model_copy(update={
+        "name": "robust", "params": presets_mod.shrink(params[1], 0.5),
+        "evidence": [e.model_copy(update={"measured_at_distillation": True})
+                     for e in broad.evidence],
+        "selection": RobustSelection(rule="worst case", repos=["py", "rs"],
+                                     chosen="py v1 ×0.5")})
+    # a selection without evidence measured at distillation (as a reasoner might write) is
+    # inert
+    assert robust.cross_repository
+    assert not broad.model_copy(update={"selection": robust.selection}).cross_repository
+    presets = [robust, broad, for_py]
+    # a near twin of py (distance <= NEAR_MATCH): py's own preset
+    twin = _features("python", 180)
+    assert for_py.distance(twin) <= NEAR_MATCH
+    near = recommend(presets, twin)
+    assert near is not None and near.preset is not None and near.preset.name == "for-py"
+    assert "near twin" in near.reason
+    # a Python repository of another size: the cross-repository preset
+    other = _features("python", 700)
+    assert for_py.distance(other) > NEAR_MATCH and not for_py.condition.mismatches(other)
+    far = recommend(presets, other)
+    assert far is not None and far.preset is not None and far.preset.name == "robust"
+    assert "cross-repository preset" in far.reason and "nearest: for-py" in far.reason
+    # without a robust preset, the nearest as before
+    old = recommend([broad, for_py], other)
+    assert old is not None and old.preset is not None and old.preset.name == "for-py"
 
 
 @pytest.fixture(autouse=True)
