@@ -141,18 +141,23 @@ def _tasks_done(settings: Settings) -> int:
     return int(broker.llen(tasks.EVALUATE_QUEUE)) + int(broker.hlen("unacked"))
 
 
-def test_tune_on_the_embedded_default_writes_the_best_version(
-    fixture_repo: Path, tmp_path: Path
-) -> None:
+def _cli(args: list[str], tmp_path: Path, cwd: Path | None = None
+         ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("RIPMAP_") and k not in ("REDIS_URL", "ANTHROPIC_API_KEY")}
     env.update({"PYTHONPATH": str(ROOT), "RIPMAP_DATA_DIR": str(tmp_path / "data"),
-                "RIPMAP_EPISODE_CONCURRENCY": "8", "RIPMAP_REASONER": "heuristic"})
+                "RIPMAP_REASONER": "heuristic", "RIPMAP_EPISODE_CONCURRENCY": "8",
+                "COLUMNS": "200"})
+    return subprocess.run([sys.executable, "-m", "ops.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd or tmp_path, timeout=300, check=False)
+
+
+def test_tune_on_the_embedded_default_writes_the_best_version(
+    fixture_repo: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "best.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "ops.cli", "tune", "--repo", str(fixture_repo),
-         "--evaluations", "2", "--output", str(out), "--stall-seconds", "90"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False)
+    run = _cli(["tune", "--repo", str(fixture_repo), "--evaluations", "2", "--output",
+                str(out), "--stall-seconds", "90"], tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     evaluated = re.search(r"(\d+) versions evaluated", run.stdout)
     assert evaluated is not None and int(evaluated.group(1)) >= 2, run.stdout
@@ -161,18 +166,12 @@ def test_tune_on_the_embedded_default_writes_the_best_version(
     assert "best version v" in run.stdout
 
 
-def test_bad_repositories_are_refused_and_nothing_is_stored(
-    client: redis.Redis, tmp_path: Path
-) -> None:
-    env = {**worker_env("redis://unused:1/0"), "RIPMAP_DATA_DIR": str(tmp_path / "data")}
-    env.pop("RIPMAP_REDIS_URL")
-    env.pop("RIPMAP_BROKER_URL")
+def test_bad_repositories_are_refused_and_nothing_is_stored(tmp_path: Path) -> None:
     (tmp_path / "plain").mkdir()
     for args, says in ((["evaluate", "--repo", str(tmp_path / "plain")], "not a git repository"),
                        (["evaluate", "--repo", str(tmp_path / "none")], "no such directory"),
                        (["tune", "--repo", str(tmp_path / "plain")], "not a git repository")):
-        run = subprocess.run([sys.executable, "-m", "ops.cli", *args], capture_output=True,
-                             text=True, env=env, cwd=tmp_path, timeout=120, check=False)
+        run = _cli(args, tmp_path)
         assert run.returncode == 2 and says in " ".join(run.stderr.split()), run.stderr
     assert not (tmp_path / "best_params.json").exists()
 
@@ -180,29 +179,12 @@ def test_bad_repositories_are_refused_and_nothing_is_stored(
 def test_demo_in_a_git_repository_runs_the_closed_loop_on_its_history(
     fixture_repo: Path, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("RIPMAP_") and k not in ("REDIS_URL", "ANTHROPIC_API_KEY")}
-    env.update({"PYTHONPATH": str(ROOT), "RIPMAP_DATA_DIR": str(tmp_path / "data"),
-                "RIPMAP_EPISODE_CONCURRENCY": "8", "RIPMAP_REASONER": "heuristic",
-                "COLUMNS": "120"})
     out = tmp_path / "best.json"
-    run = subprocess.run([sys.executable, "-m", "ops.cli", "demo", "--output", str(out)],
-                         capture_output=True, text=True, env=env, cwd=fixture_repo,
-                         timeout=300, check=False)
+    run = _cli(["demo", "--output", str(out)], tmp_path, cwd=fixture_repo)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "tune: each version scored" in run.stdout and "v0" in run.stdout
     assert "Distilled Operator Wisdom" in run.stdout
     ParameterPoint.model_validate(json.loads(out.read_text()))
-
-
-def _cli(args: list[str], tmp_path: Path, cwd: Path | None = None
-         ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("RIPMAP_") and k not in ("REDIS_URL", "ANTHROPIC_API_KEY")}
-    env.update({"PYTHONPATH": str(ROOT), "RIPMAP_DATA_DIR": str(tmp_path / "data"),
-                "RIPMAP_REASONER": "heuristic", "COLUMNS": "200"})
-    return subprocess.run([sys.executable, "-m", "ops.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd or tmp_path, timeout=300, check=False)
 
 
 def test_evaluate_json_is_byte_identical_and_names_the_inert_parameter(
