@@ -64,15 +64,19 @@ class Producer:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self.celery = Celery("ripmap_producer", broker=self.settings.broker)
+        broker, redis_options = self.settings.broker, store.RedisOptions.from_settings(
+            self.settings)
         self.celery.conf.update(task_serializer="json", accept_content=["json"],
                                 broker_connection_retry_on_startup=True,
-                                broker_transport_options=ledger.publish_options(
-                                    self.settings.broker))
+                                broker_transport_options={
+                                    **ledger.publish_options(broker),
+                                    **store.broker_sentinel_options(broker, redis_options)},
+                                broker_use_ssl=store.broker_use_ssl(broker, redis_options))
         # On AMQP a message for a queue no worker declared yet is confirmed and dropped:
         # declare each task's queue (once per connection; kombu caches it). Redis needs none.
         self._declare: list[Any] | None = (
             None if ledger.broker_kind(self.settings.broker) == "amqp" else [])
-        self.state = store.connect(self.settings.state_url)
+        self.state = store.connect(self.settings.state_url, options=redis_options)
 
     def enqueue(self, records: Iterable[Any]) -> list[Enqueued]:
         """Validate all records, then enqueue their batches; nothing is sent if any is bad."""

@@ -24,6 +24,17 @@ class Settings(BaseSettings):
 
     redis_url: str | None = Field(None, validation_alias=_env("redis_url", "REDIS_URL"))
     broker_url: str | None = Field(None, description="defaults to redis_url")
+    # TLS for rediss:// URLs, broker and state store alike (state/store.py): the CA bundle
+    # the server's certificate is verified against (None: the system's), a client
+    # certificate and key for servers that ask for one (tls-auth-clients), and how strictly
+    # the server's certificate is checked. ssl_* options in a URL's query win over these.
+    redis_ssl_ca_certs: str | None = None
+    redis_ssl_certfile: str | None = None
+    redis_ssl_keyfile: str | None = None
+    redis_ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
+    # Sentinel: the name of the master the sentinels monitor, for sentinel:// URLs
+    # (``sentinel://host:port;sentinel://host:port/db``, broker and state store alike).
+    sentinel_master: str | None = None
     data_dir: Path = Path(".ripmap")
     reasoner: ReasonerName = "auto"
     anthropic_api_key: SecretStr | None = Field(

@@ -56,10 +56,11 @@ AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp", "librabbitmq"})
 
 
 def broker_kind(url: str) -> BrokerKind:
-    """``redis`` when the sweep can read the broker's queues as Redis lists, ``amqp`` for
-    RabbitMQ (kombu's AMQP transports), ``other`` for any other kombu transport."""
+    """``redis`` when the sweep can read the broker's queues as Redis lists (a Sentinel-
+    managed Redis included: ``store.connect`` reaches its master), ``amqp`` for RabbitMQ
+    (kombu's AMQP transports), ``other`` for any other kombu transport."""
     scheme = urlsplit(url).scheme.lower()
-    if scheme in REDIS_SCHEMES:
+    if scheme in REDIS_SCHEMES or scheme == store.SENTINEL_SCHEME:
         return "redis"
     return "amqp" if scheme in AMQP_SCHEMES else "other"
 

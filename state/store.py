@@ -7,36 +7,176 @@ spelled outside ``state.keys``.
 from __future__ import annotations
 
 import json
+import ssl
+from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 from schemas.params import PARAM_NAMES, ParameterPoint
 from schemas.scratchpad import ChangeStat, Insight, ScratchpadSummary
+from schemas.settings import Settings, get_settings
 from schemas.wisdom import Wisdom
 from state import insights, keys, scripts
 
 Pipe = redis.client.Pipeline
 
+SENTINEL_SCHEME = "sentinel"  # kombu's form: sentinel://host:port;sentinel://host:port/db
+SENTINEL_DEFAULT_PORT = 26379
+_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
+              "none": ssl.CERT_NONE}
 
-def connect(url: str, max_connections: int = 512) -> redis.Redis:
+
+@dataclass(frozen=True)
+class RedisOptions:
+    """How to reach a Redis beyond what its URL says (settings ``redis_ssl_*`` and
+    ``sentinel_master``): TLS files and checks for ``rediss://``, and the name of the
+    master the sentinels of a ``sentinel://`` URL monitor."""
+
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_cert_reqs: str = "required"
+    sentinel_master: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> RedisOptions:
+        """From ``settings``, or from the environment's (what every process reads)."""
+        s = settings if settings is not None else get_settings()
+        return cls(s.redis_ssl_ca_certs, s.redis_ssl_certfile, s.redis_ssl_keyfile,
+                   s.redis_ssl_cert_reqs, s.sentinel_master)
+
+    def ssl_kwargs(self) -> dict[str, Any]:
+        """redis-py's (and kombu's) TLS options: the check, and the files that are set."""
+        files = {"ssl_ca_certs": self.ssl_ca_certs, "ssl_certfile": self.ssl_certfile,
+                 "ssl_keyfile": self.ssl_keyfile}
+        return {"ssl_cert_reqs": _CERT_REQS[self.ssl_cert_reqs],
+                **{k: v for k, v in files.items() if v}}
+
+    def master(self) -> str:
+        """The Sentinel master's name; raises when it is not set."""
+        if not self.sentinel_master:
+            raise ValueError("a sentinel:// URL needs the master's name: set "
+                             "RIPMAP_SENTINEL_MASTER")
+        return self.sentinel_master
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    """What a ``sentinel://`` URL names: the sentinels, and the master's database and
+    credentials (taken from the first address, as kombu does)."""
+
+    sentinels: list[tuple[str, int]]
+    db: int
+    username: str | None
+    password: str | None
+
+
+def url_scheme(url: str) -> str:
+    """The URL's scheme, lower case."""
+    return urlsplit(url).scheme.lower()
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """``sentinel://[[user]:password@]host[:port][/db][;sentinel://host[:port]]...``: one
+    or more sentinels separated by ``;`` (kombu's form, so one URL serves the broker and the
+    state store); port 26379 unless given."""
+    nodes, first = [], None
+    for part in url.split(";"):
+        parts = urlsplit(part.strip())
+        if parts.scheme.lower() != SENTINEL_SCHEME or not parts.hostname:
+            raise ValueError(f"not a sentinel address: {part.strip()!r} (expected "
+                             "sentinel://host:port, separated by ';')")
+        nodes.append((parts.hostname, parts.port or SENTINEL_DEFAULT_PORT))
+        first = first or parts
+    assert first is not None  # split always yields a part
+    path = first.path.strip("/")
+    return SentinelTarget(nodes, int(path) if path else 0,
+                          unquote(first.username) if first.username else None,
+                          unquote(first.password) if first.password else None)
+
+
+class SentinelMasterConnection(SentinelManagedConnection):
+    """redis-py's Sentinel-managed connection, asking the sentinels for the master on every
+    reconnection. redis-py (8.1, redis/redis-py#3874) reconnects a connection a failed
+    command dropped straight to the address it had, retrying the dead primary until the
+    retries run out (~9 s) and failing the command though the sentinels named the new
+    primary within ~2 s; here a reconnection goes through the master's discovery."""
+
+    def connect_check_health(self, check_health: bool = True,
+                             retry_socket_connect: bool = True) -> None:
+        if retry_socket_connect and not self._sock:  # not from connect_to: find the master
+            self.connect()  # type: ignore[no-untyped-call]
+            return
+        super().connect_check_health(check_health, retry_socket_connect)
+
+
+class BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """redis-py's Sentinel-managed pool (connections go to the master the sentinels name,
+    re-asked after a connection fails), waiting for a free connection like ``connect``'s
+    pool instead of failing beyond ``max_connections``."""
+
+
+def connect(url: str, max_connections: int = 512, options: RedisOptions | None = None
+            ) -> redis.Redis:
     """A client that decodes to str and retries briefly through a Redis restart.
 
     Its pool makes a caller wait for a free connection instead of failing: hundreds of
     episode threads share one client per process.
+
+    ``rediss://`` takes the TLS options from ``options`` (by default the settings' in the
+    environment; ``ssl_*`` in the URL's query win); ``sentinel://`` connects to the master
+    the sentinels name (``options.sentinel_master``), and after a failover to the new one:
+    a command that fails on the old master is retried on the new.
     """
+    common: dict[str, Any] = {
+        "decode_responses": True,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    }
+    scheme = url_scheme(url)
+    if scheme == SENTINEL_SCHEME:
+        return _sentinel_master(url, options or RedisOptions.from_settings(), max_connections,
+                                common)
+    if scheme == "rediss":
+        common = {**(options or RedisOptions.from_settings()).ssl_kwargs(), **common}
     pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=30,
-        decode_responses=True,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-    )
+        url, max_connections=max_connections, timeout=30, **common)
     return redis.Redis(connection_pool=pool)
+
+
+def _sentinel_master(url: str, options: RedisOptions, max_connections: int,
+                     common: dict[str, Any]) -> redis.Redis:
+    target = parse_sentinel_url(url)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        target.sentinels, sentinel_kwargs={"socket_timeout": 5, "socket_connect_timeout": 5},
+        socket_connect_timeout=5)
+    return cast(redis.Redis, sentinel.master_for(  # type: ignore[no-untyped-call]
+        options.master(), redis_class=redis.Redis, connection_pool_class=BlockingSentinelPool,
+        connection_class=SentinelMasterConnection, max_connections=max_connections, timeout=30,
+        db=target.db, username=target.username, password=target.password, **common))
+
+
+def broker_use_ssl(url: str, options: RedisOptions | None = None) -> dict[str, Any] | None:
+    """Celery's ``broker_use_ssl`` for the broker at ``url``: the TLS options for a
+    ``rediss://`` broker (without them kombu would not check the server's certificate;
+    ``ssl_*`` in the URL's query still win), None for any other."""
+    if url_scheme(url) != "rediss":
+        return None
+    return (options or RedisOptions.from_settings()).ssl_kwargs()
+
+
+def broker_sentinel_options(url: str, options: RedisOptions | None = None) -> dict[str, Any]:
+    """The broker transport options a ``sentinel://`` broker needs (kombu's
+    ``master_name``); none for any other."""
+    if url_scheme(url) != SENTINEL_SCHEME:
+        return {}
+    return {"master_name": (options or RedisOptions.from_settings()).master()}
 
 
 def get_params(client: redis.Redis) -> ParameterPoint:

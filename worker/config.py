@@ -6,7 +6,7 @@ from typing import Any
 
 from schemas.settings import Settings
 from schemas.tasks import EPISODE_QUEUE, TASK_QUEUES
-from state import keys, ledger
+from state import keys, ledger, store
 from worker.schedule import beat_lock_timeout, beat_loop_interval, beat_schedule
 
 
@@ -28,11 +28,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # room for every episode slot (settings cap the concurrency at 1024)
         "max_connections": 1024,
     }
+    redis_options = store.RedisOptions.from_settings(settings)
     return {
         "broker_url": settings.broker,
         "broker_connection_retry_on_startup": True,
-        # on AMQP, publisher confirms: the ledger's sweep trusts a publish that returned
-        "broker_transport_options": {**transport, **ledger.publish_options(settings.broker)},
+        # on AMQP, publisher confirms: the ledger's sweep trusts a publish that returned;
+        # through Sentinel, the master's name
+        "broker_transport_options": {
+            **transport, **ledger.publish_options(settings.broker),
+            **store.broker_sentinel_options(settings.broker, redis_options)},
+        # rediss://: the TLS options from the settings (kombu checks no certificate without)
+        "broker_use_ssl": store.broker_use_ssl(settings.broker, redis_options),
         # Celery reads the visibility timeout in three places; all must agree, and all
         # exceed the worst-case episode so a live task is never redelivered.
         "result_backend_transport_options": transport,
@@ -67,11 +73,30 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # for the lock timeout (worker/schedule.py says how both derive from the settings).
         "beat_scheduler": "worker.schedule:Scheduler",
         "beat_max_loop_interval": beat_loop_interval(settings),
-        "redbeat_redis_url": settings.state_url,
         # the state store's own client options (none of the broker's transport options);
         # a Redis blip shorter than the lock timeout is retried, not fatal
-        "redbeat_redis_options": {"retry_period": beat_lock_timeout(settings)},
+        **_redbeat_redis(settings.state_url, redis_options,
+                         {"retry_period": beat_lock_timeout(settings)}),
         "redbeat_key_prefix": keys.BEAT_PREFIX,
         "redbeat_lock_key": keys.BEAT_LOCK,
         "redbeat_lock_timeout": beat_lock_timeout(settings),
     }
+
+
+def _redbeat_redis(url: str, options: store.RedisOptions, base: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """How redbeat reaches the state store: its URL and client options, with the TLS
+    options for ``rediss://``, and for ``sentinel://`` redbeat's own Sentinel form (a
+    ``redis-sentinel://`` URL, the sentinels and the master's name and database)."""
+    if store.url_scheme(url) == store.SENTINEL_SCHEME:
+        target = store.parse_sentinel_url(url)
+        sentinel = {"sentinels": target.sentinels, "service_name": options.master(),
+                    "db": target.db, "password": target.password,
+                    "username": target.username, "socket_timeout": 30}
+        hosts = ",".join(f"{h}:{p}" for h, p in target.sentinels)
+        return {"redbeat_redis_url": f"redis-sentinel://{hosts}/{target.db}",
+                "redbeat_redis_options": {**base, **sentinel}}
+    out = {"redbeat_redis_url": url, "redbeat_redis_options": base}
+    if store.url_scheme(url) == "rediss":
+        out["redbeat_redis_use_ssl"] = options.ssl_kwargs()
+    return out
