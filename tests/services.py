@@ -10,7 +10,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ops import embedded
 
@@ -190,3 +192,166 @@ def purge_amqp(url: str) -> None:
             finally:
                 with contextlib.suppress(Exception):
                     channel.close()
+
+
+# ------------------------------------------------------------ Redis over TLS, and Sentinel
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, both
+    signed by the CA (PEM files)."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_tls_files(folder: Path) -> TLSFiles:
+    """Make the CA and the two certificates in ``folder`` with the ``openssl`` CLI (P-256
+    keys: fast). Raises ``FileNotFoundError`` where openssl is not installed."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise FileNotFoundError("openssl not installed")
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, timeout=60)
+
+    ca, ca_key = folder / "ca.crt", folder / "ca.key"
+    run("req", "-x509", *key, "-days", "2", "-keyout", str(ca_key), "-out", str(ca),
+        "-subj", "/CN=ripmap test CA")
+    made = {}
+    for name, usage, san in (("server", "serverAuth", "\nsubjectAltName=IP:127.0.0.1"),
+                             ("client", "clientAuth", "")):
+        crt, k, csr = folder / f"{name}.crt", folder / f"{name}.key", folder / f"{name}.csr"
+        ext = folder / f"{name}.ext"
+        ext.write_text(f"basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
+                       f"extendedKeyUsage={usage}\nsubjectKeyIdentifier=hash\n"
+                       f"authorityKeyIdentifier=keyid,issuer{san}\n")
+        run("req", *key, "-keyout", str(k), "-out", str(csr), "-subj", f"/CN=ripmap {name}")
+        run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-days", "2", "-out", str(crt), "-extfile", str(ext))
+        made[name] = (crt, k)
+    return TLSFiles(ca, *made["server"], *made["client"])
+
+
+def start_tls_redis(files: TLSFiles) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """A throwaway redis-server speaking only TLS (plain port 0) on a free port, asking
+    clients for a certificate signed by ``files.ca``; returns process, port and data dir.
+    Raises ``RuntimeError`` where the server was built without TLS."""
+    data = Path(tempfile.mkdtemp(prefix="ripmap-test-tls-"))
+    port = embedded.free_port()
+    args = [redis_server_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+            "--dir", str(data), "--save", "", "--appendonly", "no", "--daemonize", "no",
+            "--tls-cert-file", str(files.server_cert), "--tls-key-file", str(files.server_key),
+            "--tls-ca-cert-file", str(files.ca), "--tls-auth-clients", "yes"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    query = (f"?ssl_cert_reqs=required&ssl_ca_certs={files.ca}&ssl_certfile={files.client_cert}"
+             f"&ssl_keyfile={files.client_key}")
+    embedded.wait_for_redis(f"rediss://127.0.0.1:{port}/0{query}", proc)
+    return proc, port, data
+
+
+def _redis_process(port: int, data: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """A data server of a ``SentinelSet`` (a replica syncs at once: no diskless delay)."""
+    data.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+         "--save", "", "--appendonly", "no", "--daemonize", "no",
+         "--repl-diskless-sync-delay", "0", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class SentinelSet:
+    """A private primary, one replica and ``sentinels`` sentinels (quorum: a majority) on
+    free ports of 127.0.0.1, the sentinels quick to act (primary down after
+    ``down_after_ms``); ``url(db)`` is the ``sentinel://`` URL of them all."""
+
+    def __init__(self, master: str = "ripmap-test", sentinels: int = 3,
+                 down_after_ms: int = 1_000, failover_timeout_ms: int = 10_000) -> None:
+        import redis
+
+        self.master = master
+        self.data = Path(tempfile.mkdtemp(prefix="ripmap-test-sentinel-"))
+        self.servers: dict[int, subprocess.Popen[bytes]] = {}
+        self.sentinels: dict[int, subprocess.Popen[bytes]] = {}
+        try:
+            primary, replica = embedded.free_port(), embedded.free_port()
+            self.servers[primary] = _redis_process(primary, self.data / "primary")
+            embedded.wait_for_redis(f"redis://127.0.0.1:{primary}/0", self.servers[primary])
+            self.servers[replica] = _redis_process(replica, self.data / "replica",
+                                                   "--replicaof", "127.0.0.1", str(primary))
+            embedded.wait_for_redis(f"redis://127.0.0.1:{replica}/0", self.servers[replica])
+            link = redis.Redis(port=replica, decode_responses=True)
+            wait_until(lambda: link.info("replication").get("master_link_status") == "up",
+                       20, "the replica in sync")
+            link.close()
+            for i in range(sentinels):
+                port = embedded.free_port()
+                folder = self.data / f"sentinel-{i}"
+                folder.mkdir()
+                conf = folder / "sentinel.conf"
+                conf.write_text(
+                    f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
+                    f"sentinel monitor {master} 127.0.0.1 {primary} {sentinels // 2 + 1}\n"
+                    f"sentinel down-after-milliseconds {master} {down_after_ms}\n"
+                    f"sentinel failover-timeout {master} {failover_timeout_ms}\n"
+                    f"sentinel parallel-syncs {master} 1\n")
+                self.sentinels[port] = subprocess.Popen(
+                    [redis_server_binary(), str(conf), "--sentinel"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for port, proc in self.sentinels.items():
+                embedded.wait_for_redis(f"redis://127.0.0.1:{port}/0", proc)
+            wait_until(self._ready, 30, "every sentinel seeing the replica and its peers",
+                       every=0.2)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ready(self) -> bool:
+        import redis
+
+        for port in self.sentinels:
+            s = redis.Redis(port=port, decode_responses=True)
+            try:
+                state: dict[str, Any] = s.sentinel_master(self.master)  # type: ignore[assignment]
+                if (int(state["num-slaves"]) < 1
+                        or int(state["num-other-sentinels"]) < len(self.sentinels) - 1):
+                    return False
+            finally:
+                s.close()
+        return True
+
+    def url(self, db: int) -> str:
+        """``sentinel://127.0.0.1:p1/db;sentinel://127.0.0.1:p2/db;...``"""
+        return ";".join(f"sentinel://127.0.0.1:{p}/{db}" for p in self.sentinels)
+
+    def master_port(self) -> int | None:
+        """The primary's port, as the first sentinel that answers names it."""
+        import redis
+
+        for port in self.sentinels:
+            s = redis.Redis(port=port, decode_responses=True, socket_timeout=2)
+            try:
+                addr: Any = s.sentinel_get_master_addr_by_name(self.master)
+                return int(addr[1]) if addr else None
+            except redis.ConnectionError:
+                continue
+            finally:
+                s.close()
+        return None
+
+    def kill_primary(self) -> int:
+        """SIGKILL the current primary; returns its port."""
+        port = self.master_port()
+        assert port is not None and port in self.servers, port
+        self.servers[port].kill()
+        self.servers[port].wait()
+        return port
+
+    def stop(self) -> None:
+        embedded.stop([*self.sentinels.values(), *self.servers.values()], 10)
+        shutil.rmtree(self.data, ignore_errors=True)
