@@ -346,8 +346,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pusher = Pusher(settings)
-        app.state.health = redis.Redis.from_url(settings.state_url, socket_timeout=2,
-                                                socket_connect_timeout=2)
+        app.state.health = store.connect(settings.state_url, max_connections=4, probe=True)
         # pushes block on Redis: off the event loop, through a plain executor (anyio's
         # thread hand-off cost a tenth of a single-failure request)
         app.state.pushers = ThreadPoolExecutor(PUSH_THREADS, thread_name_prefix="push")

@@ -18,7 +18,8 @@ def queue_depths(broker_url: str) -> dict[str, int]:
     from kombu.connection import Connection
 
     depths = {}
-    with Connection(broker_url, connect_timeout=5) as conn:
+    with Connection(broker_url, connect_timeout=5, ssl=store.broker_use_ssl(broker_url),
+                    transport_options=store.broker_sentinel_options(broker_url)) as conn:
         channel = conn.default_channel
         for queue in (EPISODE_QUEUE, MERGE_QUEUE):
             try:

@@ -25,14 +25,13 @@ import threading
 import time
 from dataclasses import dataclass
 
-import redis
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from schemas.episode import Usage
 from schemas.settings import Settings
-from state import keys
+from state import keys, store
 from state.budget import Paused
 
 TOKEN_SLOTS = 1_000
@@ -67,10 +66,11 @@ class FleetRateLimit:
     def __init__(self, settings: Settings, url: str | None = None) -> None:
         self.window = settings.llm_rate_window_seconds
         url = url or settings.state_url
-        # a blocking pool: hundreds of threads may reserve at once, and redis-py's default
-        # pool fails beyond 100 connections instead of waiting for one
-        pool = redis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=30,
-                                                     health_check_interval=30)
+        # store.connect's blocking pool: hundreds of threads may reserve at once (redis-py's
+        # default pool fails beyond 100 connections instead of waiting for one), and the
+        # same TLS and Sentinel handling as every other state-store client; undecoded, as
+        # `limits` expects
+        pool = store.connect(url, max_connections=64, decode=False).connection_pool
         storage = RedisStorage(url, connection_pool=pool, key_prefix=keys.LIMITER_PREFIX)
         self._limiter = MovingWindowRateLimiter(storage)
         rpm, tpm = settings.llm_requests_per_minute, settings.llm_tokens_per_minute

@@ -121,9 +121,11 @@ class BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool)
     pool instead of failing beyond ``max_connections``."""
 
 
-def connect(url: str, max_connections: int = 512, options: RedisOptions | None = None
-            ) -> redis.Redis:
-    """A client that decodes to str and retries briefly through a Redis restart.
+def connect(url: str, max_connections: int = 512, options: RedisOptions | None = None,
+            *, decode: bool = True, probe: bool = False) -> redis.Redis:
+    """A client that decodes to str (unless ``decode`` is False) and retries briefly
+    through a Redis restart (a ``probe`` client, for health checks, answers within 2 s and
+    never retries).
 
     Its pool makes a caller wait for a free connection instead of failing: hundreds of
     episode threads share one client per process.
@@ -134,10 +136,11 @@ def connect(url: str, max_connections: int = 512, options: RedisOptions | None =
     a command that fails on the old master is retried on the new.
     """
     common: dict[str, Any] = {
-        "decode_responses": True,
+        "decode_responses": decode,
         "health_check_interval": 30,
-        "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+        "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=0 if probe else 8),
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        **({"socket_timeout": 2, "socket_connect_timeout": 2} if probe else {}),
     }
     scheme = url_scheme(url)
     if scheme == SENTINEL_SCHEME:

@@ -10,6 +10,7 @@ redis-server lacks TLS or openssl is missing.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from redis.retry import Retry
 
 from producer.api import Producer
 from state import ledger, store
+from state.ratelimit import FleetRateLimit
 from tests import reliability
 from tests.services import (
     ROOT,
@@ -92,6 +94,15 @@ def test_rediss_broker_and_state_with_certificates_from_settings(
         cli = subprocess.run([sys.executable, "-m", "ops.cli", "params"], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=60, check=False)
         assert cli.returncode == 0, cli.stderr
+        # status reads the broker's queue depths over TLS too (kombu, with the same options)
+        status = subprocess.run([sys.executable, "-m", "ops.cli", "status", "--json"], env=env,
+                                cwd=ROOT, capture_output=True, text=True, timeout=60,
+                                check=False)
+        assert status.returncode == 0, status.stderr
+        assert set(json.loads(status.stdout)["queues"]) == {"episodes", "merge"}
+        limiter = FleetRateLimit(settings)  # the fleet's rate limit keeps its windows over TLS
+        limiter.acquire(100, time.monotonic() + 10)
+        assert limiter.state().requests_used == 1
         acc = account(client, sent)
     finally:
         if worker is not None:
