@@ -23,9 +23,11 @@ For each corpus R of flask, fd, commander.js and each seed:
   tuning NDCG; (d) **TPE** and **random** (``bench.headtohead``'s) from the defaults, 10
   and 20 evaluations.
 
-For the reader, seed 0's ``robust``-preset candidates are listed with their worst-case
-tuning gain on the training corpora (what chose) and their held-out effect on R (measured
-afterwards, never used to choose).
+For the reader, seed 0's ``robust``-preset constructions are listed with their
+leave-one-out transfer between the two training corpora (built from one corpus's best,
+scored on the other's tuning cases: what chose) and the held-out effect on R of the point
+each makes from both (measured afterwards, never used to choose); each seed's chosen
+construction is named.
 
 Held-out NDCG is R's held-out commits only. Intervals: ``ranker.paired_interval`` after
 pooling seeds (each method's per-case held-out NDCG averaged over the seeds' picks).
@@ -37,6 +39,7 @@ import argparse
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +51,7 @@ import numpy as np
 import redis
 
 from bench.headtohead import SAMPLE, Scorer, Trace, run_random, run_tpe
+from producer.api import chunk
 from ranker import Repository, open_repository, paired_interval
 from ranker.features import repository_features
 from schemas.features import RepoFeatures
@@ -56,6 +60,13 @@ from schemas.repos import RegisteredRepo, RepoEvaluation
 from schemas.settings import Settings
 from schemas.versions import Evaluation
 from schemas.wisdom import Preset, Recommendation, recommend
+from state import evaluations, store, versions
+from tests.services import start_private_redis
+from worker import distill, reducer
+from worker import episodes as episodes_mod
+from worker import presets as presets_mod
+from worker.evaluation import split_score
+from worker.reasoners.heuristic import HeuristicReasoner
 
 TITLE = "## Transfer: leave one repository out"
 CORPORA = ("flask", "fd", "commander.js")
@@ -75,9 +86,6 @@ def log(message: str) -> None:
 def _record(client: redis.Redis, settings: Settings, name: str, repo: Repository,
             version: int, point: ParameterPoint) -> RepoEvaluation:
     """What ``worker.evaluation.evaluate`` records, without pushing the failures."""
-    from state import evaluations, versions
-    from worker.evaluation import split_score
-
     tuning = split_score(repo, point, "tuning")
     heldout = split_score(repo, point, "heldout")
     verdict = versions.record_evaluation(
@@ -93,12 +101,6 @@ def service_loop(client: redis.Redis, settings: Settings, repos: dict[str, Repos
                  seed: int, goal: int) -> tuple[list[tuple[int, float]], str]:
     """The loop on ``repos`` (all registered) until ``goal`` versions were evaluated:
     (version, pooled tuning NDCG) per evaluated version, and why it stopped early if so."""
-    from producer.api import chunk
-    from state import evaluations, versions
-    from worker import episodes as episodes_mod
-    from worker import reducer
-    from worker.reasoners.heuristic import HeuristicReasoner
-
     for name, repo in repos.items():
         evaluations.add_repo(client, RegisteredRepo(name=name, path=str(repo.path)))
     reasoner = HeuristicReasoner()
@@ -139,10 +141,6 @@ def service_loop(client: redis.Redis, settings: Settings, repos: dict[str, Repos
 def learn(client: redis.Redis, settings: Settings, repos: dict[str, Repository], seed: int,
           goal: int) -> tuple[list[Preset], str]:
     """The loop on ``repos``, then one distillation: the measured presets."""
-    from state import store
-    from worker import distill
-    from worker.reasoners.heuristic import HeuristicReasoner
-
     client.flushdb()
     _, stopped = service_loop(client, settings, repos, seed, goal)
     distill.distill(client, settings, HeuristicReasoner(), force=True)
@@ -155,8 +153,6 @@ def warm_tune(client: redis.Redis, settings: Settings, name: str, repo: Reposito
               start: ParameterPoint, seed: int, goal: int) -> list[ParameterPoint]:
     """A fresh service on ``repo`` alone, ``start`` made current: the evaluated points in
     order (the first is ``start``)."""
-    from state import versions
-
     client.flushdb()
     if start != ParameterPoint():
         versions.set_manual(client, start, "warm start", settings)
@@ -182,10 +178,25 @@ class Fold:
     learned: list[list[Preset]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    # seed 0's robust-preset candidates: (label, worst-case tuning gain over the training
-    # corpora, kept by the gate, chosen, R's held-out Δ vs defaults with its interval)
-    candidates: list[tuple[str, float, bool, bool, tuple[float, float, float]]] = field(
-        default_factory=list)
+    # the robust preset's construction per seed ("none" without a robust preset)
+    constructions: list[str] = field(default_factory=list)
+    # seed 0's robust-preset constructions, as distillation scored them
+    candidates: list[ConstructionRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ConstructionRow:
+    """One construction of seed 0's robust preset: its leave-one-out transfers between the
+    training corpora (what chose), the point it makes from both, and that point's held-out
+    effect on R with its interval (measured afterwards for the reader, never to choose)."""
+
+    label: str
+    built: str
+    transfers: list[tuple[str, str, float, float, float]]  # (to, from, gain, low, high)
+    worst: float
+    mean: float
+    chosen: bool
+    target: tuple[float, float, float]
 
 
 def _best(scorer: Scorer, points: list[ParameterPoint], budget: int) -> ParameterPoint:
@@ -213,6 +224,9 @@ def run_fold(target: str, paths: dict[str, Path], cache: Path, client: redis.Red
         rec = recommend(presets, fold.features) if presets else None
         fold.recs.append(rec)
         fold.learned.append(presets)
+        robust = next((p for p in presets if p.selection is not None), None)
+        fold.constructions.append(robust.selection.chosen if robust is not None
+                                  and robust.selection is not None else "none")
         if seed == 0:
             fold.candidates = _candidates_on(client, training, repo, presets)
         matched = rec is not None and rec.preset is not None
@@ -237,27 +251,28 @@ def run_fold(target: str, paths: dict[str, Path], cache: Path, client: redis.Red
 
 
 def _candidates_on(client: redis.Redis, training: dict[str, Repository], target: Repository,
-                   presets: list[Preset]) -> list[tuple[str, float, bool, bool,
-                                                        tuple[float, float, float]]]:
-    """For the reader: the robust preset's candidates as distillation built them from the
-    training corpora's evaluations (tuning gains), each one's held-out effect on R after the
-    fact (never used to choose)."""
-    from state import evaluations, versions
-    from worker import presets as presets_mod
-
+                   presets: list[Preset]) -> list[ConstructionRow]:
+    """For the reader: the robust preset's constructions as distillation scored them from
+    the training corpora's evaluations (leave-one-out transfer between them, recomputed by
+    the same functions), and each one's point built from both, scored on R's held-out
+    commits after the fact (never used to choose)."""
     results = evaluations.results(client)
     params = {v: r.params for v in {x.version for x in results}
               if (r := versions.get(client, v)) is not None}
     bests = presets_mod.best_versions(results, params, sorted(training))
-    scored = presets_mod.score(presets_mod.candidates(bests), training)
+    scored = presets_mod.cross_transfer(bests, training)
+    chosen = presets_mod.select(scored)
     robust = next((p for p in presets if p.selection is not None), None)
+    if robust is not None and chosen is not None:
+        assert robust.params == chosen.final.point, "recomputed a different robust preset"
     base = target.evaluate(ParameterPoint(), "heldout").per_case
-    kept = {s.candidate.label for s in scored if s.kept}
-    return [(s.candidate.label, s.worst, s.candidate.label in kept,
-             robust is not None and s.candidate.point == robust.params,
-             paired_interval(target.evaluate(s.candidate.point, "heldout").per_case, base,
-                             target, "heldout"))
-            for s in scored]
+    return [ConstructionRow(
+        s.construction.label, s.final.label,
+        [(t.repo, "+".join(t.built_from), t.gain, t.low, t.high) for t in s.transfers],
+        s.worst, s.mean, chosen is not None and s.construction == chosen.construction,
+        paired_interval(target.evaluate(s.final.point, "heldout").per_case, base, target,
+                        "heldout"))
+        for s in scored]
 
 
 _POOLED: dict[tuple[str, str], np.ndarray] = {}
@@ -324,15 +339,24 @@ def report(folds: list[Fold], seeds: int, learn_goal: int, seconds: float, note:
                 cond = p.condition.describe() if p.condition else "-"
                 how = f" = {p.selection.chosen}" if p.selection is not None else ""
                 out.append(f"- seed {i} preset `{p.name}`{how} ({moved}) when {cond}; {ev}")
+        out.append("Robust construction per seed: "
+                   + ", ".join(f"`{c}`" for c in fold.constructions) + ".")
         if fold.candidates:
-            out += ["", "Seed 0's robust-preset candidates (chosen by the worst-case tuning "
-                    "gain over the training corpora; R's held-out Δ is measured afterwards "
-                    "for the reader and never used to choose):", ""]
+            out += ["", "Seed 0's robust-preset constructions, chosen by the worst-case "
+                    "leave-one-out transfer between the training corpora (built from one "
+                    "corpus's best only, scored on the other's tuning cases against the "
+                    "defaults, 95 % paired interval over its tuning commits); the last column, "
+                    "the point built from both on R's held-out commits, is measured afterwards "
+                    "for the reader and never used to choose:", ""]
             out.append(_table(
-                ["candidate", "worst-case tuning gain", "gate", "R held-out Δ (95 %)"],
-                [[("**" + label + "** (chosen)") if chosen else label, f"{worst:+.4f}",
-                  "kept" if kept else "dropped", f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]"]
-                 for label, worst, kept, chosen, d in fold.candidates]))
+                ["construction", "transfer (tuning Δ, 95 %)", "worst", "built from both",
+                 "R held-out Δ (95 %)"],
+                [[("**" + row.label + "** (chosen)") if row.chosen else row.label,
+                  "; ".join(f"{frm}→{to} {g:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+                            for to, frm, g, lo, hi in row.transfers),
+                  f"{row.worst:+.4f}", row.built,
+                  f"{row.target[0]:+.4f} [{row.target[1]:+.4f}, {row.target[2]:+.4f}]"]
+                 for row in fold.candidates]))
         out.append("")
         rows: list[list[object]] = []
         for method in METHODS:
@@ -367,6 +391,55 @@ def report(folds: list[Fold], seeds: int, learn_goal: int, seconds: float, note:
     return "\n".join(out) + "\n"
 
 
+def separate_section(client: redis.Redis, settings: Settings, paths: dict[str, Path],
+                     cache: Path, learn_goal: int, folds: Sequence[str]) -> str:
+    """A diagnostic beside the benchmark: each corpus learned **alone** (a fresh service on
+    it, seed 0, ``learn_goal`` versions), so one corpus's best was never shaped by another's
+    tuning cases; then per fold the robust constructions of ``worker.presets`` scored by
+    leave-one-out transfer between the two training corpora's separately learned bests, the
+    one ``worker.presets.select`` picks, and (for the reader, never to choose) the held-out
+    effect on R of the point each builds from both."""
+    repos = {n: open_repository(p, cache, window=2000) for n, p in paths.items()}
+    alone: dict[str, presets_mod.Best] = {}
+    for name, repo in repos.items():
+        client.flushdb()
+        service_loop(client, settings, {name: repo}, 0, learn_goal)
+        results = evaluations.results(client)
+        params = {v: r.params for v in {x.version for x in results}
+                  if (r := versions.get(client, v)) is not None}
+        found = presets_mod.best_versions(results, params, [name])
+        if name in found:
+            alone[name] = found[name]
+    out = ["### Diagnostic: each corpus learned alone", "",
+           f"Each corpus's best of {learn_goal} versions learned on it alone (seed 0): "
+           + ", ".join(f"{b.label} (own tuning gain {b.gain:+.4f})" for b in alone.values())
+           + ". Per fold, the constructions' leave-one-out transfer between the two training "
+           "corpora's bests (what chooses); R held-out Δ of the point built from both is for "
+           "the reader, never used to choose.", ""]
+    for target in folds:
+        training = {n: r for n, r in repos.items() if n != target}
+        scored = presets_mod.cross_transfer({n: alone[n] for n in training if n in alone},
+                                            training)
+        chosen = presets_mod.select(scored)
+        left_out = repos[target]
+        base = left_out.evaluate(ParameterPoint(), "heldout").per_case
+        rows: list[list[object]] = []
+        for s in scored:
+            d = paired_interval(left_out.evaluate(s.final.point, "heldout").per_case, base,
+                                left_out, "heldout")
+            label = s.construction.label
+            rows.append([f"**{label}** (chosen)" if chosen is not None
+                         and s.construction == chosen.construction else label,
+                         "; ".join(f"{'+'.join(t.built_from)}→{t.repo} {t.gain:+.4f} "
+                                   f"[{t.low:+.4f}, {t.high:+.4f}]" for t in s.transfers),
+                         f"{s.worst:+.4f}", s.final.label,
+                         f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] {_verdict(d[1], d[2])}"])
+        out += [f"R = {target}:", "", _table(["construction", "transfer (tuning Δ, 95 %)",
+                                              "worst", "built from both",
+                                              "R held-out Δ (95 %)"], rows), ""]
+    return "\n".join(out) + "\n"
+
+
 def _label(method: str) -> str:
     return {"defaults": "(a) defaults", "recommended": "(b) recommended preset",
             "warm-5": "(c) warm tune", "warm-10": "(c) warm tune", "tpe-10": "(d) TPE",
@@ -388,8 +461,6 @@ def _moves(point: ParameterPoint) -> str:
 
 
 def _clone(bundle: Path, target: Path) -> Path:
-    import subprocess
-
     if not (target / ".git").exists():
         subprocess.run(["git", "clone", "-q", str(bundle), str(target)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -398,11 +469,8 @@ def _clone(bundle: Path, target: Path) -> Path:
 
 def run(corpora_dir: Path = Path("/work/shared/corpora"), work_dir: Path | None = None,
         seeds: int = 5, learn_goal: int = 15, folds: Sequence[str] = CORPORA,
-        note: str = "") -> str:
+        note: str = "", separately: bool = False) -> str:
     """Run the leave-one-repository-out benchmark and return its Markdown section."""
-    from state import store
-    from tests.services import start_private_redis
-
     started = time.monotonic()
     own = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="ripmap-transfer-")) if work_dir is None else work_dir
@@ -417,7 +485,10 @@ def run(corpora_dir: Path = Path("/work/shared/corpora"), work_dir: Path | None 
         cache = work / "ranker"  # worker.evaluation.cache_dir(settings): one index cache
         results = [run_fold(t, paths, cache, client, settings, seeds, learn_goal)
                    for t in folds]
-        return report(results, seeds, learn_goal, time.monotonic() - started, note)
+        text = report(results, seeds, learn_goal, time.monotonic() - started, note)
+        if separately:
+            text += separate_section(client, settings, paths, cache, learn_goal, folds)
+        return text
     finally:
         proc.terminate()
         proc.wait(20)
@@ -437,11 +508,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="only these held-out corpora (repeatable; default all three)")
     parser.add_argument("--work", type=Path, default=None, help="keep clones and caches here")
     parser.add_argument("--note", default="")
+    parser.add_argument("--separately", action="store_true",
+                        help="add a diagnostic: each corpus learned alone (seed 0), then the "
+                             "robust constructions' leave-one-out transfer between the two "
+                             "training corpora of each fold")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)
-    text = run(args.corpora, args.work, args.seeds, args.learn, args.fold or CORPORA, args.note)
+    text = run(args.corpora, args.work, args.seeds, args.learn, args.fold or CORPORA, args.note,
+               args.separately)
     print(text)
     if args.out is not None:
         args.out.write_text(text)

@@ -96,18 +96,41 @@ class PresetEvidence(BaseModel):
     measured_at_distillation: bool = False
     tuning_low: float | None = None
     tuning_high: float | None = None
+    # a leave-one-out transfer measurement (the cross-repository preset): the point scored
+    # here was built from these other repositories' bests only, this one's left out
+    transfer_from: Annotated[list[str], Field(max_length=50)] = []
+    transfer_point: Annotated[str, StringConstraints(max_length=300)] | None = None
+
+
+class TransferScore(BaseModel):
+    """A point built from some training repositories' bests, scored on another training
+    repository's tuning cases against the defaults (paired 95 % interval)."""
+
+    model_config = _STRICT
+
+    repo: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    built_from: Annotated[list[str], Field(max_length=50)]
+    point: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    gain: float
+    low: float
+    high: float
 
 
 class CandidateScore(BaseModel):
-    """One candidate of a cross-repository selection, scored on every training repository's
-    tuning cases against the defaults."""
+    """One candidate of a cross-repository selection: scored on every training repository's
+    tuning cases against the defaults, or (with ``transfers``) a construction scored by
+    leave-one-out transfer between the training repositories."""
 
     model_config = _STRICT
 
     label: Annotated[str, StringConstraints(min_length=1, max_length=300)]
     worst_gain: float  # the smallest tuning gain over the repositories
     mean_gain: float
-    kept: bool = True  # passed the gate (tuning gain's lower bound >= 0 on most repositories)
+    kept: bool = True  # eligible (passed the gate, or its worst-case gain is above noise)
+    # a construction: the point it makes from all training repositories, and its
+    # leave-one-out transfers (one per training repository it could be scored on)
+    built: Annotated[str, StringConstraints(max_length=300)] | None = None
+    transfers: Annotated[list[TransferScore], Field(max_length=50)] = []
 
 
 class RobustSelection(BaseModel):
@@ -119,6 +142,8 @@ class RobustSelection(BaseModel):
     repos: Annotated[list[str], Field(max_length=50)]
     chosen: Annotated[str, StringConstraints(min_length=1, max_length=300)]
     candidates: Annotated[list[CandidateScore], Field(max_length=60)] = []
+    # the preset's point: the chosen construction built from all training repositories
+    built: Annotated[str, StringConstraints(max_length=300)] | None = None
 
 
 class Preset(BaseModel):
@@ -133,8 +158,8 @@ class Preset(BaseModel):
     condition: PresetCondition | None = Field(default=None, description=_FILLED_BY_SERVICE)
     evidence: Annotated[list[PresetEvidence], Field(max_length=50)] = Field(
         default_factory=list, description=_FILLED_BY_SERVICE)
-    # set on the cross-repository preset (chosen by its worst-case tuning gain over the
-    # training repositories); None on presets that are one repository's evaluated version
+    # set on the cross-repository preset (chosen by its worst-case leave-one-out transfer
+    # between the training repositories); None on presets that are one repository's version
     selection: RobustSelection | None = Field(default=None, description=_FILLED_BY_SERVICE)
 
     @property
@@ -195,9 +220,10 @@ def recommend(presets: list[Preset], features: RepoFeatures, wisdom_version: int
 
     1. a repository-specific preset whose learned-on repository is within ``NEAR_MATCH``
        in features (the nearest such one): a near twin of a repository it was learned on;
-    2. else the cross-repository preset (``Preset.selection``: the largest worst-case tuning
-       gain over the training repositories), what carries to a repository none was
-       learned on;
+    2. else the cross-repository preset (``Preset.selection``: chosen by its worst-case
+       leave-one-out transfer between the training repositories, or by an older rule's
+       worst-case tuning gain over them), what carries to a repository none was learned
+       on;
     3. else the preset learned on the repository nearest in features (then the larger
        expected effect).
 
@@ -231,8 +257,11 @@ def recommend(presets: list[Preset], features: RepoFeatures, wisdom_version: int
         others = (f"; no repository-specific preset is within {NEAR_MATCH:g} in features "
                   f"(nearest: {nearest(specific).name} at "
                   f"{nearest(specific).distance(features):.2f})" if specific else "")
-        why = (f"the cross-repository preset (worst-case tuning gain {_worst_gain(best):+.4f} "
-               f"over the training repositories){others}")
+        measure = ("leave-one-out transfer gain between" if any(e.transfer_from for e in
+                                                                best.evidence)
+                   else "tuning gain over")
+        why = (f"the cross-repository preset (worst-case {measure} the training repositories "
+               f"{_worst_gain(best):+.4f}){others}")
     else:
         best = nearest(fits)
         why = f"the nearest in features at distance {best.distance(features):.2f}"
@@ -295,13 +324,17 @@ class Wisdom(WisdomDraft):
             if p.condition is not None:
                 lines.append(f"  - applies when: {p.condition.describe()}")
             if p.selection is not None and p.cross_repository:
+                built = f" = {p.selection.built}" if p.selection.built else ""
                 lines.append(f"  - chosen across {', '.join(p.selection.repos)}: "
-                             f"{p.selection.chosen} ({p.selection.rule})")
+                             f"{p.selection.chosen}{built} ({p.selection.rule})")
             for e in p.evidence:
                 role = "learned on" if e.learned_here else "measured on"
                 what = (f"scored at distillation against v{e.baseline_version}"
                         if e.measured_at_distillation
                         else f"v{e.version} against v{e.baseline_version}")
+                if e.transfer_from:
+                    what = (f"{e.transfer_point or 'a point'} built from "
+                            f"{', '.join(e.transfer_from)} only, {what}")
                 lines.append(f"  - {role} {e.repo} ({what}): tuning {e.tuning_effect:+.4f}, "
                              f"held-out {e.heldout_effect:+.4f}")
         lines += ["", "## Adaptive Heuristics"]

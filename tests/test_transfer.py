@@ -6,6 +6,7 @@ Real Redis, real git fixture repositories, the reference ranker, the CLI as a su
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,16 +16,27 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from bench.transfer import learn
 from ops.http import create_app
 from ops.loop import warm_start
 from ranker import open_repository
 from ranker.features import repository_features
+from ranker.index import cache_path as index_cache_path
 from schemas.features import RepoFeatures
 from schemas.params import PARAM_SPECS, ParameterPoint
 from schemas.repos import RegisteredRepo, RepoEvaluation, SplitScore
 from schemas.settings import Settings
-from schemas.wisdom import NEAR_MATCH, Preset, RobustSelection, Wisdom, recommend
+from schemas.wisdom import (
+    NEAR_MATCH,
+    Preset,
+    PresetEvidence,
+    RobustSelection,
+    Wisdom,
+    WisdomDraft,
+    recommend,
+)
 from state import evaluations, store, versions
+from state import presets as presets_state
 from tests.factories import episode
 from tests.gitrepos import DAY, EPOCH, Plan, build_fixture, commit, init
 from tests.services import worker_env
@@ -283,7 +295,20 @@ def learn_on_two(client: redis.Redis, settings: Settings, repos: dict[str, Path]
     return wisdom
 
 
-def test_the_robust_preset_is_chosen_by_worst_case_tuning_gain_over_the_training_repositories(
+def _bests_by_hand(client: redis.Redis) -> dict[str, tuple[int, ParameterPoint, float]]:
+    """Each registered repository's best version by its recorded tuning NDCG, and its gain
+    over the defaults there (from the stored evaluations, without ``worker.presets``)."""
+    out = {}
+    for name in ("alpha", "similar"):
+        rows = {r.version: r.tuning.ndcg for r in evaluations.results(client) if r.repo == name}
+        best = max(sorted(rows), key=lambda v: rows[v])
+        record = versions.get(client, best)
+        assert record is not None
+        out[name] = (best, record.params, rows[best] - rows[0])
+    return out
+
+
+def test_the_robust_preset_is_the_construction_that_transferred_best_in_training(
         client: redis.Redis, data_settings: Settings, repos: dict[str, Path],
         tmp_path: Path) -> None:
     wisdom = learn_on_two(client, data_settings, repos)
@@ -291,42 +316,106 @@ def test_the_robust_preset_is_chosen_by_worst_case_tuning_gain_over_the_training
     assert wisdom.presets[0] is robust and robust.cross_repository
     assert isinstance(robust.selection, RobustSelection)
     assert robust.selection.repos == ["alpha", "similar"]
-    # recompute every candidate's tuning gain independently, on freshly opened indexes
+    bests = _bests_by_hand(client)
+    assert {n: p for n, (_, p, _) in bests.items()} == {"alpha": TWO[0], "similar": TWO[1]}
+    # recompute every construction's leave-one-out transfer independently, on freshly
+    # opened indexes: with two training repositories, the point built without T is the
+    # other one's best (its best and its consensus alike), shrunk by the factor
     opened = {n: open_repository(repos[n], tmp_path / "fresh") for n in ("alpha", "similar")}
-    results = evaluations.results(client)
-    params = {v: r.params for v in {x.version for x in results}
-              if (r := versions.get(client, v)) is not None}
-    bests = presets_mod.best_versions(results, params, ["alpha", "similar"])
-    assert {n: p for n, (_, p) in bests.items()} == {"alpha": TWO[0], "similar": TWO[1]}
-    options = presets_mod.candidates(bests)
-    labels = [c.label for c in options]
-    assert any(label.startswith("consensus of") for label in labels)
-    assert any(label.endswith("×0.25") for label in labels)
-    assert [c.label for c in robust.selection.candidates] == labels
 
     def gain(name: str, point: ParameterPoint) -> float:
         repo = opened[name]
         return repo.evaluate(point, "tuning").ndcg - repo.evaluate(DEFAULTS, "tuning").ndcg
 
-    worst = {c.label: min(gain(n, c.point) for n in opened) for c in options}
-    kept = {c.label for c in robust.selection.candidates if c.kept}
-    top = max(worst[label] for label in kept)
-    assert worst[robust.selection.chosen] == pytest.approx(top, abs=1e-9)
-    assert robust.params == next(c.point for c in options if c.label == robust.selection.chosen)
-    for c in robust.selection.candidates:
-        assert c.worst_gain == pytest.approx(worst[c.label], abs=1e-6)
-    # its evidence is the measured tuning gain on each training repository, with the
-    # paired tuning interval; the held-out effect is carried for the reader
-    assert {e.repo for e in robust.evidence} == {"alpha", "similar"}
+    def scaled(point: ParameterPoint, factor: float) -> ParameterPoint:
+        return point if factor == 1.0 else presets_mod.shrink(point, factor)
+
+    other = {"alpha": "similar", "similar": "alpha"}
+    top = max(("alpha", "similar"), key=lambda n: bests[n][2])
+    both = presets_mod.consensus([TWO[0], TWO[1]])
+    transfer: dict[str, dict[str, float]] = {}
+    final: dict[str, ParameterPoint] = {}
+    for source in ("best", "consensus"):
+        for factor in (1.0, 0.75, 0.5, 0.25):
+            label = f"{source} ×{factor:g}"
+            transfer[label] = {t: gain(t, scaled(bests[other[t]][1], factor))
+                               for t in ("alpha", "similar")}
+            final[label] = scaled(bests[top][1] if source == "best" else both, factor)
+    listed = {c.label: c for c in robust.selection.candidates}
+    assert set(listed) == set(transfer)
+    for label, by_repo in transfer.items():
+        c = listed[label]
+        assert c.worst_gain == pytest.approx(min(by_repo.values()), abs=1e-6)
+        assert c.mean_gain == pytest.approx(sum(by_repo.values()) / 2, abs=1e-6)
+        assert {(t.repo, tuple(t.built_from)) for t in c.transfers} == {
+            ("alpha", ("similar",)), ("similar", ("alpha",))}
+        for t in c.transfers:
+            assert t.gain == pytest.approx(by_repo[t.repo], abs=1e-6)
+            assert t.low <= t.gain <= t.high
+
+    # the chosen construction is the argmax of the worst-case transfer (then the mean, then
+    # the final point nearer to the defaults)
+    def size(point: ParameterPoint) -> float:
+        return sum(abs(math.log(max(v, PARAM_SPECS[k].floor) / PARAM_SPECS[k].default))
+                   for k, v in point.as_floats().items())
+
+    argmax = max(transfer, key=lambda lb: (round(min(transfer[lb].values()), 9),
+                                           round(sum(transfer[lb].values()), 9),
+                                           -size(final[lb])))
+    assert min(transfer[argmax].values()) > presets_mod.MIN_GAIN
+    assert robust.selection.chosen == argmax
+    # the preset is that construction built from both training repositories
+    assert robust.params == final[argmax]
+    # its evidence: the chosen construction's transfer to each training repository, built
+    # from the other only, with the paired tuning interval; held-out beside it for the reader
+    assert {(e.repo, tuple(e.transfer_from)) for e in robust.evidence} == {
+        ("alpha", ("similar",)), ("similar", ("alpha",))}
+    factor = float(argmax.split("×")[1])
     for e in robust.evidence:
         assert e.measured_at_distillation and e.learned_here
-        assert e.tuning_effect == pytest.approx(gain(e.repo, robust.params), abs=1e-6)
-        assert e.tuning_low is not None and e.tuning_low <= e.tuning_effect
+        assert e.tuning_effect == pytest.approx(transfer[argmax][e.repo], abs=1e-6)
+        assert e.tuning_low is not None and e.tuning_high is not None
+        assert e.tuning_low <= e.tuning_effect <= e.tuning_high
+        point = scaled(bests[other[e.repo]][1], factor)
+        heldout = opened[e.repo].evaluate(point, "heldout").ndcg - opened[e.repo].evaluate(
+            DEFAULTS, "heldout").ndcg
+        assert e.heldout_effect == pytest.approx(heldout, abs=1e-6)
         assert e.features is not None
-    assert min(e.tuning_effect for e in robust.evidence) > presets_mod.MIN_GAIN
-    assert "chosen across alpha, similar" in wisdom.to_markdown()
+    text = wisdom.to_markdown()
+    assert f"chosen across alpha, similar: {argmax}" in text and "built from similar only" in text
+    rec = recommend([robust], repository_features(opened["similar"]))
+    assert rec is not None and rec.preset == robust
+    assert "worst-case leave-one-out transfer gain between the training repositories" \
+        in rec.reason
+    assert rec.expected_effect == pytest.approx(
+        sum(e.heldout_effect for e in robust.evidence) / 2)
     # the stored wisdom round-trips with the new fields
     assert Wisdom.model_validate_json(wisdom.model_dump_json()) == wisdom
+
+
+def test_the_best_construction_takes_the_best_with_the_largest_own_gain() -> None:
+    a = presets_mod.Best("a", 3, TWO[0], 0.02)
+    b = presets_mod.Best("b", 5, TWO[1], 0.05)
+    best = presets_mod.Construction("best", 1.0)
+    assert best.build([a, b]).point == TWO[1] and best.build([a, b]).label == "b v5"
+    assert best.build([a]).point == TWO[0]  # leave b out: a's
+    assert presets_mod.Construction("consensus", 1.0).build([a]).point == TWO[0]
+    half = presets_mod.Construction("consensus", 0.5).build([a, b])
+    assert half.label == "consensus of a v3, b v5 ×0.5"
+    assert half.point == presets_mod.shrink(presets_mod.consensus([TWO[0], TWO[1]]), 0.5)
+
+
+def test_no_robust_preset_when_nothing_transfers_between_the_training_repositories() -> None:
+    def scored(label: str, gains: tuple[float, float]) -> presets_mod.CrossScored:
+        c = presets_mod.Candidate(label, TWO[0])
+        return presets_mod.CrossScored(
+            presets_mod.Construction("best", 1.0),
+            tuple(presets_mod.Transfer(r, (o,), c, g, g - 0.01, g + 0.01)
+                  for r, o, g in zip(("a", "b"), ("b", "a"), gains, strict=True)), c)
+
+    assert presets_mod.select([scored("x", (0.05, -0.002)), scored("y", (0.0005, 0.03))]) is None
+    chosen = presets_mod.select([scored("x", (0.05, -0.002)), scored("y", (0.004, 0.003))])
+    assert chosen is not None and chosen.worst == 0.003
 
 
 def test_shrinkage_and_consensus_candidates_are_bounded_parameter_points() -> None:
@@ -335,15 +424,17 @@ def test_shrinkage_and_consensus_candidates_are_bounded_parameter_points() -> No
                              git_recency_decay_days=3650.0)
     other = ParameterPoint(pagerank_alpha=0.5, boost_temporal_coupling=12.0,
                            depth_weight_vendor=0.02, focus_decay=0.25)
-    options = presets_mod.candidates({"a": (3, extreme), "b": (5, other)})
-    assert len(options) == 12 and len({c.point for c in options}) == 12
-    assert DEFAULTS not in {c.point for c in options}
-    # the bests are kept as evaluated; what distillation makes is inside each parameter's
+    bests = [presets_mod.Best("a", 3, extreme, 0.05), presets_mod.Best("b", 5, other, 0.01)]
+    options = [c.build(bests) for c in presets_mod.CONSTRUCTIONS]
+    assert [c.label for c in presets_mod.CONSTRUCTIONS] == [
+        f"{s} ×{f:g}" for s in ("best", "consensus") for f in (1, 0.75, 0.5, 0.25)]
+    assert len({c.point for c in options}) == 8 and DEFAULTS not in {c.point for c in options}
+    # the best is kept as evaluated; what distillation makes is inside each parameter's
     # safe range (so inside its valid bounds), and a valid ParameterPoint
-    assert [c.point for c in options if c.label in ("a v3", "b v5")] == [extreme, other]
+    assert options[0].point == extreme and options[0].label == "a v3"
     for c in options:
         assert ParameterPoint.model_validate(c.point.as_floats()) == c.point
-        if c.label in ("a v3", "b v5"):
+        if c.label == "a v3":
             continue
         for name, value in c.point.as_floats().items():
             spec = PARAM_SPECS[name]
@@ -364,30 +455,76 @@ def test_shrinkage_and_consensus_candidates_are_bounded_parameter_points() -> No
     assert both.git_recency_decay_days == pytest.approx(30.0 * (3650.0 / 30.0) ** 0.5)
 
 
+_WATCH: list[list[str]] = []  # while non-empty, the audit hook records opened paths here
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    if not _WATCH:
+        return
+    if event == "open" and args and isinstance(args[0], str | bytes | Path):
+        _WATCH[-1].append(str(args[0]))
+    elif event == "subprocess.Popen" and isinstance(args[1], list | tuple):
+        _WATCH[-1].append(" ".join(str(a) for a in args[1]))
+
+
 def test_nothing_of_a_left_out_repository_is_used(
         client: redis.Redis, data_settings: Settings, repos: dict[str, Path],
         tmp_path: Path) -> None:
     """The benchmark's fold: the service's loop learns on two fixture repositories; the
     third (deep-js) is opened only to be recommended for, after the presets exist."""
-    from bench.transfer import learn
-
     training = {n: open_repository(repos[n], data_settings.data_dir / "ranker")
                 for n in ("alpha", "similar")}
     presets, _ = learn(client, data_settings, training, seed=0, goal=4)
     assert {r.name for r in evaluations.repos(client)} == {"alpha", "similar"}
     assert {r.repo for r in evaluations.results(client)} == {"alpha", "similar"}
-    from state import presets as presets_state
     assert set(presets_state.features(client)) == {"alpha", "similar"}
-    assert any(p.selection is not None for p in presets)
     for p in presets:
         assert {e.repo for e in p.evidence} <= {"alpha", "similar"}
+        assert {r for e in p.evidence for r in e.transfer_from} <= {"alpha", "similar"}
         if p.selection is not None:
             assert p.selection.repos == ["alpha", "similar"]
+            assert {r for c in p.selection.candidates for t in c.transfers
+                    for r in (t.repo, *t.built_from)} <= {"alpha", "similar"}
     # the same distillation again, with the left-out repository's index built meanwhile
-    # in the same cache, chooses the same presets
-    open_repository(repos["deep-js"], data_settings.data_dir / "ranker")
-    again = presets_mod.build(client, data_settings)
+    # in the same cache, chooses the same presets, and opens nothing of it: no file of its
+    # checkout or of its cached index, no git command on it (a Python audit hook records
+    # every file opened and every process started meanwhile)
+    cache = data_settings.data_dir / "ranker"
+    open_repository(repos["deep-js"], cache)
+    left_out = (str(repos["deep-js"]), str(repos["deep-js"].resolve()),
+                str(index_cache_path(cache, repos["deep-js"]).parent))
+    sys.addaudithook(_audit)
+    _WATCH.append([])
+    try:
+        again = presets_mod.build(client, data_settings)
+    finally:
+        seen = _WATCH.pop()
     assert [(p.name, p.params) for p in again] == [(p.name, p.params) for p in presets]
+    assert not [s for s in seen if any(x in s for x in left_out)], seen
+    # the hook does see what distillation reads: the training repositories' HEADs
+    assert any(str(repos["alpha"]) in s and "rev-parse" in s for s in seen), seen
+
+def test_whatever_selection_a_reasoner_writes_is_dropped() -> None:
+    """Only measurements carry a condition, evidence or selection: a reasoner's preset
+    claiming one keeps its prose and loses them (so it is never taken as cross-repository)."""
+    forged = Preset(
+        name="mine", params=TWO[0], when_to_use="trust me",
+        condition=presets_mod.condition_for([_features("python", 100)]),
+        evidence=[_row_evidence()],
+        selection=RobustSelection(rule="made up", repos=["x"], chosen="best ×1"))
+    assert forged.cross_repository
+    merged = distill.with_measured_presets(WisdomDraft(presets=[forged]), [])
+    [kept] = merged.presets
+    assert (kept.name, kept.params, kept.when_to_use) == ("mine", TWO[0], "trust me")
+    assert kept.condition is None and kept.evidence == [] and kept.selection is None
+    assert not kept.cross_repository
+
+
+def _row_evidence() -> PresetEvidence:
+    return PresetEvidence(repo="x", version=1, baseline_version=0, learned_here=True,
+                          tuning_effect=0.5, heldout_effect=0.5, heldout_ndcg=0.9,
+                          measured_at_distillation=True)
+
 
 
 def test_recommend_prefers_the_robust_preset_unless_a_specific_one_is_a_near_twin() -> None:
@@ -416,6 +553,7 @@ def test_recommend_prefers_the_robust_preset_unless_a_specific_one_is_a_near_twi
     assert "near twin" in near.reason
     # a Python repository of another size: the cross-repository preset
     other = _features("python", 700)
+    assert for_py.condition is not None
     assert for_py.distance(other) > NEAR_MATCH and not for_py.condition.mismatches(other)
     far = recommend(presets, other)
     assert far is not None and far.preset is not None and far.preset.name == "robust"

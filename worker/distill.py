@@ -99,11 +99,12 @@ def measured_presets(client: redis.Redis, settings: Settings) -> list[Preset]:
 
 
 def with_measured_presets(draft: WisdomDraft, measured: list[Preset]) -> WisdomDraft:
-    """The reasoner's draft with the measured presets first. Whatever condition or evidence
-    a reasoner wrote is dropped (only measurements carry them); a reasoner preset whose
-    name a measured one takes is dropped; the reasoner's presets fill what room is left."""
+    """The reasoner's draft with the measured presets first. Whatever condition, evidence or
+    selection a reasoner wrote is dropped (only measurements carry them); a reasoner preset
+    whose name a measured one takes is dropped; the reasoner's presets fill what room is
+    left."""
     taken = {p.name for p in measured}
-    prose = [p.model_copy(update={"condition": None, "evidence": []})
+    prose = [p.model_copy(update={"condition": None, "evidence": [], "selection": None})
              for p in draft.presets if p.name not in taken]
     merged = (measured + prose)[:MAX_PRESETS]
     return draft.model_copy(update={"presets": merged})

@@ -16,19 +16,24 @@ for the reader and never used to choose.
   more than ``MIN_GAIN``: a preset that helped only on some repositories, conditioned on
   those repositories' features (so the ones it hurt on are named in its evidence).
 * **robust** (with two or more registered repositories that can be opened here): chosen
-  for what carries to a repository none was learned on. Candidates: each repository's
-  best evaluated version; the **consensus** of those bests (per parameter the mean of
-  ``log(best / default)`` over the repositories, zero where their signs disagree); and
-  each of these **shrunk** toward the defaults in log space (``SHRINK``: 0.25, 0.5,
-  0.75 of the way). Every candidate is scored at distillation on every registered
-  repository's **tuning** cases against the defaults (paired 95 % interval over tuning
-  commits); a candidate is **kept** where that interval's lower bound is >= 0 on most
-  repositories (more than half), and the kept one with the largest **worst-case** tuning
-  gain over the repositories is the preset (then the larger mean gain, then the nearer to
-  the defaults), provided that worst case is above ``MIN_GAIN``. Its evidence is the
-  measured tuning gain per repository; the held-out gain is measured beside it for the
-  reader, never to choose. ``schemas.wisdom.recommend`` prefers it to the others unless
-  one of those was learned on a near twin of the repository (``NEAR_MATCH``).
+  for what carries to a repository none was learned on, by **measured transfer between
+  the training repositories**. A *construction* is a source (``best``: the best of the
+  repositories' best versions by their own tuning gain; ``consensus``: per parameter the
+  mean of ``log(best / default)`` over their bests, zero where the signs disagree) and a
+  **shrink** toward the defaults in log space (1, or ``SHRINK``: 0.75, 0.5, 0.25 of the
+  move kept). Each construction is scored by leave-one-out within the training
+  repositories: for each one T it is built from the others' bests only and scored on T's
+  **tuning** cases against the defaults (paired 95 % interval over T's tuning commits);
+  with two repositories that is A→B and B→A. (In-sample gain cannot choose: the bests were
+  found on those same tuning cases, so it always prefers the unshrunk extremes.) The
+  construction with the largest **worst-case** transfer gain wins (then the larger mean,
+  then the final point nearer to the defaults), provided that worst case is above
+  ``MIN_GAIN``; the preset is that construction built from **all** training
+  repositories. Its evidence is the leave-one-out transfer per repository (tuning gain
+  with interval; the held-out effect is measured beside it for the reader, never to
+  choose); ``selection`` lists every construction's transfers. ``schemas.wisdom.recommend``
+  prefers it to the others unless one of those was learned on a near twin of the
+  repository (``NEAR_MATCH``).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -54,6 +59,7 @@ from schemas.wisdom import (
     PresetCondition,
     PresetEvidence,
     RobustSelection,
+    TransferScore,
 )
 from state import evaluations, presets, versions
 from worker.evaluation import repository
@@ -67,8 +73,10 @@ NUMERIC: tuple[NumericFeature, ...] = ("file_count", "mean_depth", "history_comm
                                        "co_change_density", "vendored_share")
 SHRINK = (0.75, 0.5, 0.25)  # fractions of a candidate's log-space move kept
 ROBUST = "robust"
-RULE = ("largest worst-case tuning gain over the training repositories, among candidates "
-        "whose paired 95 % tuning interval's lower bound is >= 0 on most of them")
+RULE = ("largest worst-case leave-one-out transfer gain between the training repositories: "
+        "for each one, the construction built from the others' best versions only and "
+        "scored on its tuning cases against the defaults (then the larger mean gain, then the "
+        "nearer to the defaults); the preset is that construction built from all of them")
 
 
 def build(client: redis.Redis, settings: Settings) -> list[Preset]:
@@ -240,26 +248,85 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class Scored:
-    """A candidate's tuning gain over the defaults on each training repository, with the
-    paired 95 % interval's lower bound."""
+class Best:
+    """A repository's best evaluated version and its own tuning gain over the repository's
+    baseline (the defaults where they were evaluated there)."""
 
+    repo: str
+    version: int
+    point: ParameterPoint
+    gain: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.repo} v{self.version}"
+
+
+@dataclass(frozen=True)
+class Construction:
+    """How a robust point is made from some repositories' bests: the **source** (``best``:
+    the best whose own tuning gain is largest; ``consensus``: their consensus), then
+    **shrunk** toward the defaults by ``factor`` (1 keeps the source point)."""
+
+    source: str
+    factor: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.source} ×{self.factor:g}"
+
+    def build(self, bests: Sequence[Best]) -> Candidate:
+        """The point this construction makes from ``bests`` (one or more)."""
+        ordered = sorted(bests, key=lambda b: b.repo)
+        if self.source == "best" or len(ordered) == 1:
+            top = max(ordered, key=lambda b: b.gain)  # the first of equals, by name
+            base = Candidate(top.label, top.point)
+        else:
+            base = Candidate("consensus of " + ", ".join(b.label for b in ordered),
+                             consensus([b.point for b in ordered]))
+        if self.factor == 1.0:
+            return base
+        return Candidate(f"{base.label} ×{self.factor:g}", shrink(base.point, self.factor))
+
+
+CONSTRUCTIONS = tuple(Construction(source, factor) for source in ("best", "consensus")
+                      for factor in (1.0, *SHRINK))
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A construction built from every training repository but ``repo``, scored on
+    ``repo``'s tuning cases against the defaults (paired 95 % interval over its commits)."""
+
+    repo: str
+    built_from: tuple[str, ...]
     candidate: Candidate
-    gains: dict[str, float]
-    lows: dict[str, float]
+    gain: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class CrossScored:
+    """A construction's leave-one-out transfer between the training repositories, and the
+    point it makes from all of them."""
+
+    construction: Construction
+    transfers: tuple[Transfer, ...]
+    final: Candidate
 
     @property
     def worst(self) -> float:
-        return min(self.gains.values())
+        return min(t.gain for t in self.transfers)
 
     @property
     def mean(self) -> float:
-        return sum(self.gains.values()) / len(self.gains)
+        return sum(t.gain for t in self.transfers) / len(self.transfers)
 
     @property
-    def kept(self) -> bool:
-        """The gate: the lower bound is >= 0 on more than half of the repositories."""
-        return sum(low >= 0 for low in self.lows.values()) * 2 > len(self.lows)
+    def size(self) -> float:
+        """How far the final point is from the defaults (sum of absolute log moves)."""
+        return sum(abs(v) for v in moves_of(self.final.point).values())
 
 
 def _log_move(name: str, value: float) -> float:
@@ -299,59 +366,8 @@ def consensus(points: list[ParameterPoint]) -> ParameterPoint:
     return _from_moves(agreed)
 
 
-def candidates(bests: Mapping[str, tuple[int, ParameterPoint]]) -> list[Candidate]:
-    """Each repository's best version, their consensus (two or more repositories), and
-    each of these shrunk by ``SHRINK``; no duplicates, never the defaults."""
-    bases = [Candidate(f"{repo} v{v}", point) for repo, (v, point) in sorted(bests.items())]
-    if len(bests) > 1:
-        bases.append(Candidate("consensus of " + ", ".join(
-            f"{repo} v{v}" for repo, (v, _) in sorted(bests.items())),
-            consensus([p for _, p in bests.values()])))
-    out: list[Candidate] = []
-    seen = {ParameterPoint()}
-    for base in bases:
-        for factor in (1.0, *SHRINK):
-            point = base.point if factor == 1.0 else shrink(base.point, factor)
-            if point in seen:
-                continue
-            seen.add(point)
-            out.append(Candidate(base.label if factor == 1.0 else f"{base.label} ×{factor:g}",
-                                 point))
-    return out
-
-
-def score(options: list[Candidate], repos: Mapping[str, Repository]) -> list[Scored]:
-    """Each candidate's tuning gain over the defaults on each repository (tuning cases
-    only), with the paired bootstrap interval's lower bound."""
-    defaults = {name: repo.evaluate(ParameterPoint(), "tuning") for name, repo in repos.items()}
-    out = []
-    for c in options:
-        gains, lows = {}, {}
-        for name, repo in sorted(repos.items()):
-            ev = repo.evaluate(c.point, "tuning")
-            gain, low, _ = paired_interval(ev.per_case, defaults[name].per_case, repo, "tuning")
-            gains[name], lows[name] = gain, low
-        out.append(Scored(c, gains, lows))
-    return out
-
-
-def select(scored: list[Scored]) -> Scored | None:
-    """The kept candidate with the largest worst-case tuning gain (then the larger mean
-    gain, then the nearer to the defaults in log space); None unless that worst case is
-    above ``MIN_GAIN`` (no candidate helps every repository)."""
-    kept = [s for s in scored if s.kept]
-    if not kept:
-        return None
-
-    def size(s: Scored) -> float:
-        return sum(abs(v) for v in moves_of(s.candidate.point).values())
-
-    best = max(kept, key=lambda s: (s.worst, s.mean, -size(s)))
-    return best if best.worst > MIN_GAIN else None
-
-
 def best_versions(results: list[RepoEvaluation], params: Mapping[int, ParameterPoint],
-                  repos: list[str]) -> dict[str, tuple[int, ParameterPoint]]:
+                  repos: list[str]) -> dict[str, Best]:
     """Each repository's best evaluated version by its tuning NDCG, where it beat the
     defaults (or the repository's first evaluated version) by more than ``MIN_GAIN``."""
     defaults = ParameterPoint()
@@ -362,52 +378,106 @@ def best_versions(results: list[RepoEvaluation], params: Mapping[int, ParameterP
             continue
         base = rows[min((v for v in rows if params[v] == defaults), default=min(rows))]
         v = max(rows, key=lambda v: (rows[v].tuning.ndcg, -v))
-        if params[v] != defaults and rows[v].tuning.ndcg - base.tuning.ndcg > MIN_GAIN:
-            out[repo] = (v, params[v])
+        gain = rows[v].tuning.ndcg - base.tuning.ndcg
+        if params[v] != defaults and gain > MIN_GAIN:
+            out[repo] = Best(repo, v, params[v], gain)
     return out
+
+
+def cross_transfer(bests: Mapping[str, Best], repos: Mapping[str, Repository]
+                   ) -> list[CrossScored]:
+    """Every construction of ``CONSTRUCTIONS``, scored by leave-one-out **between** the
+    training repositories ``repos``: for each one T, the construction built from the bests
+    of the others (T's own best left out), scored on T's tuning cases against the defaults.
+    A T none of the others has a best for is skipped; a construction with no T is left out.
+    Only ``repos`` are evaluated."""
+    per_case: dict[tuple[str, ParameterPoint], Evaluation] = {}
+
+    def evaluate(name: str, point: ParameterPoint) -> Evaluation:
+        if (name, point) not in per_case:
+            per_case[(name, point)] = repos[name].evaluate(point, "tuning")
+        return per_case[(name, point)]
+
+    out = []
+    everyone = [bests[n] for n in sorted(bests)]
+    for construction in CONSTRUCTIONS:
+        transfers = []
+        for name, repo in sorted(repos.items()):
+            others = [b for b in everyone if b.repo != name]
+            if not others:
+                continue
+            candidate = construction.build(others)
+            gain, low, high = paired_interval(evaluate(name, candidate.point).per_case,
+                                              evaluate(name, ParameterPoint()).per_case, repo,
+                                              "tuning")
+            transfers.append(Transfer(name, tuple(b.repo for b in others), candidate, gain,
+                                      low, high))
+        if transfers and everyone:
+            out.append(CrossScored(construction, tuple(transfers), construction.build(everyone)))
+    return out
+
+
+def select(scored: list[CrossScored]) -> CrossScored | None:
+    """The construction with the largest **worst-case** leave-one-out transfer gain (then the
+    larger mean, then the final point nearer to the defaults: with two training
+    repositories ``best`` and ``consensus`` are scored on the same points, and the smaller
+    move is taken); None unless that worst case is above ``MIN_GAIN`` (nothing built from
+    some training repositories helped every other one)."""
+    if not scored:
+        return None
+    chosen = max(scored, key=lambda s: (s.worst, s.mean, -s.size))
+    return chosen if chosen.worst > MIN_GAIN else None
 
 
 def robust_from(results: list[RepoEvaluation], params: Mapping[int, ParameterPoint],
                 repos: Mapping[str, Repository], features: Mapping[str, RepoFeatures]
                 ) -> Preset | None:
     """The robust cross-repository preset over ``repos`` (the registered ones that open
-    here, with evaluations): None with fewer than two, or when no candidate helps all."""
+    here, with evaluations): None with fewer than two, or when no construction transfers
+    between them."""
     evaluated = {r.repo for r in results}
     training = {n: r for n, r in sorted(repos.items()) if n in evaluated and n in features}
     if len(training) < 2:
         return None
     bests = best_versions(results, params, sorted(training))
-    if not bests:
-        return None
-    scored = score(candidates(bests), training)
+    scored = cross_transfer(bests, training)
     chosen = select(scored)
     if chosen is None:
         return None
     defaults = ParameterPoint()
     baseline = {r.repo: r.version for r in results if params.get(r.version) == defaults}
     evidence = []
-    for name, repo in training.items():
-        heldout = repo.evaluate(chosen.candidate.point, "heldout")  # for the reader only
-        base_heldout: Evaluation = repo.evaluate(defaults, "heldout")
-        _, low, high = paired_interval(repo.evaluate(chosen.candidate.point, "tuning").per_case,
-                                       repo.evaluate(defaults, "tuning").per_case, repo,
-                                       "tuning")
-        b = baseline.get(name, 0)
+    for t in chosen.transfers:
+        repo = training[t.repo]
+        heldout = repo.evaluate(t.candidate.point, "heldout")  # for the reader only
+        base_heldout = repo.evaluate(defaults, "heldout")
+        b = baseline.get(t.repo, 0)
         evidence.append(PresetEvidence(
-            repo=name, version=b, baseline_version=b, learned_here=True,
-            tuning_effect=round(chosen.gains[name], 6),
+            repo=t.repo, version=b, baseline_version=b, learned_here=True,
+            tuning_effect=round(t.gain, 6),
             heldout_effect=round(heldout.ndcg - base_heldout.ndcg, 6),
             heldout_ndcg=min(1.0, max(0.0, round(heldout.ndcg, 6))),
-            heldout_commits=heldout.commits, features=features[name],
-            measured_at_distillation=True, tuning_low=round(low, 6), tuning_high=round(high, 6)))
+            heldout_commits=heldout.commits, features=features[t.repo],
+            measured_at_distillation=True, tuning_low=round(t.low, 6),
+            tuning_high=round(t.high, 6), transfer_from=list(t.built_from),
+            transfer_point=t.candidate.label[:300]))
     condition = condition_for([features[n] for n in training])
-    gains = ", ".join(f"{e.repo} {e.tuning_effect:+.4f}" for e in evidence)
-    text = (f"repositories where {condition.describe()}: {chosen.candidate.label}, the "
-            f"{RULE} ({len(scored)} candidates); tuning gain {gains}")
+    figures = ", ".join(f"{t.repo} from {'+'.join(t.built_from)} {t.gain:+.4f} "
+                        f"[{t.low:+.4f}, {t.high:+.4f}]" for t in chosen.transfers)
+    text = (f"repositories where {condition.describe()}: {chosen.final.label}, made as "
+            f"'{chosen.construction.label}', the largest worst-case leave-one-out transfer "
+            f"between the training repositories of {len(scored)} constructions; built "
+            f"without each and scored on its tuning cases: {figures}")
     selection = RobustSelection(
-        rule=RULE, repos=sorted(training), chosen=chosen.candidate.label[:300],
-        candidates=[CandidateScore(label=s.candidate.label[:300], worst_gain=round(s.worst, 6),
-                                   mean_gain=round(s.mean, 6), kept=s.kept)
-                    for s in scored[:60]])
-    return Preset(name=ROBUST, params=chosen.candidate.point, when_to_use=text[:2_000],
+        rule=RULE, repos=sorted(training), chosen=chosen.construction.label,
+        built=chosen.final.label[:300],
+        candidates=[CandidateScore(
+            label=s.construction.label, worst_gain=round(s.worst, 6),
+            mean_gain=round(s.mean, 6), kept=s.worst > MIN_GAIN, built=s.final.label[:300],
+            transfers=[TransferScore(repo=t.repo, built_from=list(t.built_from),
+                                     point=t.candidate.label[:300], gain=round(t.gain, 6),
+                                     low=round(t.low, 6), high=round(t.high, 6))
+                       for t in s.transfers[:50]])
+            for s in scored[:60]])
+    return Preset(name=ROBUST, params=chosen.final.point, when_to_use=text[:2_000],
                   condition=condition, evidence=evidence, selection=selection)
