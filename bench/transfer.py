@@ -2,20 +2,28 @@
 one left out before its first evaluation, against the defaults, a warm-started ``tune``,
 and TPE / random search from the defaults.
 
-``python -m bench.transfer [--corpora DIR] [--seeds 5] [--learn 15] [--out FILE]`` prints
-(and with ``--out`` writes) a Markdown section; ``run(...)`` returns it. Progress: stderr.
+``python -m bench.transfer [--corpora DIR] [--seeds 5] [--learn 15] [--jointly]
+[--out FILE]`` prints (and with ``--out`` writes) a Markdown section; ``run(...)`` returns
+it. Progress: stderr.
 
 For each corpus R of flask, fd, commander.js and each seed:
 
-* **learn** on the other two, in-process against a private redis-server with the
-  service's own functions (as ``bench.headtohead`` runs its loop): both are registered;
-  every version is scored on both (tuning and held-out, recorded as the evaluation worker
+* **learn** on the other two, **each separately**, in-process against a private
+  redis-server with the service's own functions (as ``bench.headtohead`` runs its loop):
+  per training corpus a fresh service state with it alone registered, from the defaults;
+  every version is scored on it (tuning and held-out, recorded as the evaluation worker
   does: ``evaluations.finish`` and ``versions.record_evaluation`` with the tuning NDCG, so
-  best and rollback follow the pooled tuning cases); up to 40 failing **tuning** cases of
-  the version, split between the two, go to heuristic episodes, merged until a consensus
-  step makes the next version (``versions.tick(force=True)`` when none does), for
-  ``--learn`` evaluated versions. Then ``worker.distill.distill`` builds the wisdom, with
-  the measured presets of ``worker.presets``.
+  best and rollback follow its tuning cases); up to 40 of the version's failing **tuning**
+  cases go to heuristic episodes, merged until a consensus step makes the next version
+  (``versions.tick(force=True)`` when none does), for ``--learn`` evaluated versions. Then
+  one fresh state holds both corpora's evaluations (each evaluated version made a version
+  with ``set_manual``, its evaluation recorded on its own corpus only) with both
+  registered, and ``worker.distill.measured_presets`` builds the presets
+  (``worker.presets``). So a corpus's best was never shaped by the other's failures or
+  scores, and the ``robust`` preset's leave-one-out transfer between them is out-of-sample.
+  ``--jointly`` adds a diagnostic with the old protocol (seed 0): one service with both
+  registered, every version evaluated on both and shaped by their pooled failures and
+  tuning NDCG, then a distillation.
 * (a) **defaults**; (b) **recommended**: the preset ``schemas.wisdom.recommend`` picks for
   R's features (the defaults when none matches), zero evaluations on R; (c) **warm tune**:
   a fresh service on R alone, the recommended preset made current (``set_manual``), the
@@ -59,7 +67,7 @@ from schemas.params import ParameterPoint
 from schemas.repos import RegisteredRepo, RepoEvaluation
 from schemas.settings import Settings
 from schemas.versions import Evaluation
-from schemas.wisdom import Preset, Recommendation, recommend
+from schemas.wisdom import Preset, Recommendation, TransferScore, recommend
 from state import evaluations, store, versions
 from tests.services import start_private_redis
 from worker import distill, reducer
@@ -139,14 +147,69 @@ def service_loop(client: redis.Redis, settings: Settings, repos: dict[str, Repos
 
 
 def learn(client: redis.Redis, settings: Settings, repos: dict[str, Repository], seed: int,
-          goal: int) -> tuple[list[Preset], str]:
-    """The loop on ``repos``, then one distillation: the measured presets."""
+          goal: int, *, jointly: bool = False) -> tuple[list[Preset], str]:
+    """The measured presets learned on ``repos`` (what ``distill.measured_presets`` builds,
+    the presets every distillation puts first), and why learning stopped early if it did.
+
+    The protocol: each repository learned **separately** (``learn_alone``: a fresh
+    service on it alone, ``goal`` evaluated versions), so no repository's best was shaped
+    by another's tuning cases, failures or scores; then one service holds all of them
+    (``gather``) and builds the presets. ``jointly``: the old protocol, a diagnostic: one
+    service with all of ``repos`` registered, every version evaluated on each and shaped by
+    their pooled failures and tuning NDCG, for ``goal`` versions, then a distillation."""
+    if jointly:
+        client.flushdb()
+        _, stopped = service_loop(client, settings, repos, seed, goal)
+        distill.distill(client, settings, HeuristicReasoner(), force=True)
+        wisdom = store.latest_wisdom(client)
+        presets = [p for p in wisdom.presets if p.condition is not None] if wisdom else []
+        return presets, stopped
+    learned, stops = {}, []
+    for name, repo in sorted(repos.items()):
+        learned[name], stopped = learn_alone(client, settings, name, repo, seed, goal)
+        if stopped:
+            stops.append(f"{name} {stopped}")
+    gather(client, settings, repos, learned)
+    return distill.measured_presets(client, settings), "; ".join(stops)
+
+
+Learned = list[tuple[ParameterPoint, RepoEvaluation]]
+
+
+def learn_alone(client: redis.Redis, settings: Settings, name: str, repo: Repository,
+                seed: int, goal: int) -> tuple[Learned, str]:
+    """A fresh service with ``repo`` alone registered, from the defaults, for ``goal``
+    evaluated versions: each evaluated version's parameters and its evaluation there.
+    Nothing of another repository is in the state (no scores the judge could roll back
+    to, no trajectory or insight the reasoner reads)."""
     client.flushdb()
-    _, stopped = service_loop(client, settings, repos, seed, goal)
-    distill.distill(client, settings, HeuristicReasoner(), force=True)
-    wisdom = store.latest_wisdom(client)
-    presets = [p for p in wisdom.presets if p.condition is not None] if wisdom else []
-    return presets, stopped
+    _, stopped = service_loop(client, settings, {name: repo}, seed, goal)
+    out = []
+    for row in evaluations.results(client):
+        record = versions.get(client, row.version)
+        if record is not None and row.repo == name:
+            out.append((record.params, row))
+    return out, stopped
+
+
+def gather(client: redis.Redis, settings: Settings, repos: dict[str, Repository],
+           learned: dict[str, Learned]) -> None:
+    """One fresh service state holding every repository's separately learned evaluations,
+    for the preset builder: each evaluated version made a version here (``set_manual``,
+    noted with where it was learned; the defaults stay version 0) and its evaluation
+    recorded under that number on its own repository only (``evaluations.finish``); then
+    ``repos`` registered. So a repository's best is its best among the versions learned
+    on it, and every other repository scores it only through ``worker.presets``'s
+    leave-one-out transfer (the ranker on that repository's tuning cases)."""
+    client.flushdb()
+    for name in sorted(learned):
+        for point, row in learned[name]:
+            v = 0 if row.version == 0 and point == ParameterPoint() else versions.set_manual(
+                client, point, f"{name} v{row.version}, learned on {name} alone",
+                settings).version
+            evaluations.finish(client, row.model_copy(update={"version": v}))
+    for name, repo in sorted(repos.items()):
+        evaluations.add_repo(client, RegisteredRepo(name=name, path=str(repo.path)))
 
 
 def warm_tune(client: redis.Redis, settings: Settings, name: str, repo: Repository,
@@ -178,8 +241,12 @@ class Fold:
     learned: list[list[Preset]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    # the robust preset's construction per seed ("none" without a robust preset)
+    # the robust preset's construction per seed ("none" without a robust preset), and its
+    # leave-one-out transfers between the training corpora as distillation scored them
     constructions: list[str] = field(default_factory=list)
+    transfers: list[str] = field(default_factory=list)
+    # seed 0's training corpora's bests (where each version was learned)
+    bests: list[str] = field(default_factory=list)
     # seed 0's robust-preset constructions, as distillation scored them
     candidates: list[ConstructionRow] = field(default_factory=list)
 
@@ -225,10 +292,13 @@ def run_fold(target: str, paths: dict[str, Path], cache: Path, client: redis.Red
         fold.recs.append(rec)
         fold.learned.append(presets)
         robust = next((p for p in presets if p.selection is not None), None)
-        fold.constructions.append(robust.selection.chosen if robust is not None
-                                  and robust.selection is not None else "none")
+        selection = robust.selection if robust is not None else None
+        fold.constructions.append(selection.chosen if selection is not None else "none")
+        fold.transfers.append("" if selection is None else _transfers(next(
+            c for c in selection.candidates if c.label == selection.chosen).transfers))
         if seed == 0:
             fold.candidates = _candidates_on(client, training, repo, presets)
+            fold.bests = _bests_on(client, training)
         matched = rec is not None and rec.preset is not None
         start = rec.preset.params if rec is not None and rec.preset is not None else (
             ParameterPoint())
@@ -248,6 +318,25 @@ def run_fold(target: str, paths: dict[str, Path], cache: Path, client: redis.Red
     fold.seconds = time.monotonic() - started
     fold.notes.append(_pooled_cache(fold, scorer, repo))
     return fold
+
+
+def _transfers(transfers: Sequence[TransferScore]) -> str:
+    return "; ".join(f"{'+'.join(t.built_from)}→{t.repo} {t.gain:+.4f} "
+                     f"[{t.low:+.4f}, {t.high:+.4f}]" for t in transfers)
+
+
+def _bests_on(client: redis.Redis, training: dict[str, Repository]) -> list[str]:
+    """Each training corpus's best version as the preset builder sees it, with its own
+    tuning gain and where it was learned (the note ``gather`` gave it)."""
+    results = evaluations.results(client)
+    params = {v: r.params for v in {x.version for x in results}
+              if (r := versions.get(client, v)) is not None}
+    out = []
+    for b in presets_mod.best_versions(results, params, sorted(training)).values():
+        record = versions.get(client, b.version)
+        note = record.note if record is not None and record.note else "learned jointly"
+        out.append(f"{b.label} ({note}; own tuning gain {b.gain:+.4f})")
+    return out
 
 
 def _candidates_on(client: redis.Redis, training: dict[str, Repository], target: Repository,
@@ -304,20 +393,50 @@ def _interval(fold: str, a: str, b: str) -> tuple[float, float, float]:
     return paired_interval(_POOLED[(fold, a)], _POOLED[(fold, b)], repo, "heldout")
 
 
+def _constructions(rows: list[ConstructionRow]) -> str:
+    return _table(
+        ["construction", "transfer between the training corpora (tuning Δ, 95 %)", "worst",
+         "built from both", "R held-out Δ (95 %)"],
+        [[("**" + row.label + "** (chosen)") if row.chosen else row.label,
+          "; ".join(f"{frm}→{to} {g:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+                    for to, frm, g, lo, hi in row.transfers),
+          f"{row.worst:+.4f}", row.built,
+          f"{row.target[0]:+.4f} [{row.target[1]:+.4f}, {row.target[2]:+.4f}] "
+          f"{_verdict(*row.target[1:])}"]
+         for row in rows])
+
+
+def _per_seed(values: list[str]) -> str:
+    """``values`` per seed, said once when every seed gave the same."""
+    if values and all(v == values[0] for v in values):
+        return f"all {len(values)} seeds: {values[0]}"
+    return "; ".join(f"seed {i}: {v}" for i, v in enumerate(values))
+
+
+def _cell(d: tuple[float, float, float]) -> str:
+    return f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] {_verdict(*d[1:])}"
+
+
 def report(folds: list[Fold], seeds: int, learn_goal: int, seconds: float, note: str) -> str:
     out = [TITLE, "",
-           f"`python -m bench.transfer` — {seeds} seeds, learning {learn_goal} evaluated "
-           f"versions on the two other corpora per fold; {seconds / 60:.1f} min wall on a "
-           "shared 2-core machine." + (f" {note}" if note else ""), "",
-           "Per fold, R is the corpus left out; presets are learned on the others' tuning "
-           "cases only (their held-out NDCG is stored as evidence, never used to choose) and "
-           "recommended from R's features alone. **held-out** = weighted NDCG@10 of the "
-           "method's pick on R's held-out commits, median (min–max) over seeds; **Δ vs "
-           "defaults** and **Δ vs (d) at 20** are paired bootstrap 95 % intervals over R's "
-           "held-out commits (`ranker.paired_interval`) after pooling seeds (each method's "
-           "per-case held-out NDCG averaged over its seeds' picks). Evaluations are scored "
-           "versions on R's tuning cases (the recommended preset costs none; warm tune's "
-           "first evaluation is the preset itself).", ""]
+           f"`python -m bench.transfer` — {seeds} seeds; per fold and seed each training "
+           f"corpus learned **separately** for {learn_goal} evaluated versions; "
+           f"{seconds / 60:.1f} min wall on a shared 2-core machine."
+           + (f" {note}" if note else ""), "",
+           "Per fold, R is the corpus left out. Each of the two training corpora is learned "
+           "by a fresh service with it alone registered, from the defaults, on its tuning "
+           "cases only; then one service state holds both corpora's evaluations and builds "
+           "the presets (`worker.presets`), so a corpus's best is its best among versions "
+           "learned on it alone, and the `robust` preset's leave-one-out transfer between "
+           "the training corpora (built from one's best, scored on the other's tuning cases) "
+           "is out-of-sample. Held-out NDCG is stored as evidence, never used to choose; "
+           "presets are recommended from R's features alone. **held-out** = weighted "
+           "NDCG@10 of the method's pick on R's held-out commits, median (min–max) over "
+           "seeds; **Δ** columns are paired bootstrap 95 % intervals over R's held-out "
+           "commits (`ranker.paired_interval`) after pooling seeds (each method's per-case "
+           "held-out NDCG averaged over its seeds' picks). Evaluations are scored versions "
+           "on R's tuning cases (the recommended preset costs none; warm tune's first "
+           "evaluation is the preset itself).", ""]
     summary: list[list[object]] = []
     for fold in folds:
         scorer, _ = _SCORERS[fold.name]
@@ -326,10 +445,12 @@ def report(folds: list[Fold], seeds: int, learn_goal: int, seconds: float, note:
                 f"{fold.heldout_commits}; {fold.seconds:.0f} s.", ""]
         chosen = [r.preset.name if r is not None and r.preset is not None else
                   ("no preset learned" if r is None else "none matched") for r in fold.recs]
-        out.append("Recommended per seed: " + ", ".join(f"`{c}`" for c in chosen) + ".")
+        out.append("Recommended: " + _per_seed([f"`{c}`" for c in chosen]) + ".")
         first = next((r for r in fold.recs if r is not None), None)
         if first is not None:
             out.append(f"Seed 0's reason: {first.reason}.")
+        if fold.bests:
+            out.append("Seed 0's training bests: " + "; ".join(fold.bests) + ".")
         for i, presets in enumerate(fold.learned[:1]):
             for p in presets:
                 moved = _moves(p.params)
@@ -339,104 +460,69 @@ def report(folds: list[Fold], seeds: int, learn_goal: int, seconds: float, note:
                 cond = p.condition.describe() if p.condition else "-"
                 how = f" = {p.selection.chosen}" if p.selection is not None else ""
                 out.append(f"- seed {i} preset `{p.name}`{how} ({moved}) when {cond}; {ev}")
-        out.append("Robust construction per seed: "
-                   + ", ".join(f"`{c}`" for c in fold.constructions) + ".")
+        out.append("Robust construction and its transfers: " + _per_seed(
+            [f"`{c}` ({t})" if t else f"`{c}`"
+             for c, t in zip(fold.constructions, fold.transfers, strict=True)]) + ".")
         if fold.candidates:
             out += ["", "Seed 0's robust-preset constructions, chosen by the worst-case "
                     "leave-one-out transfer between the training corpora (built from one "
                     "corpus's best only, scored on the other's tuning cases against the "
                     "defaults, 95 % paired interval over its tuning commits); the last column, "
                     "the point built from both on R's held-out commits, is measured afterwards "
-                    "for the reader and never used to choose:", ""]
-            out.append(_table(
-                ["construction", "transfer (tuning Δ, 95 %)", "worst", "built from both",
-                 "R held-out Δ (95 %)"],
-                [[("**" + row.label + "** (chosen)") if row.chosen else row.label,
-                  "; ".join(f"{frm}→{to} {g:+.4f} [{lo:+.4f}, {hi:+.4f}]"
-                            for to, frm, g, lo, hi in row.transfers),
-                  f"{row.worst:+.4f}", row.built,
-                  f"{row.target[0]:+.4f} [{row.target[1]:+.4f}, {row.target[2]:+.4f}]"]
-                 for row in fold.candidates]))
+                    "for the reader and never used to choose:", "",
+                    _constructions(fold.candidates)]
         out.append("")
         rows: list[list[object]] = []
         for method in METHODS:
             means = [scorer.heldout_mean(p) for p in fold.picks[method]]
             d = _interval(fold.name, method, "defaults") if method != "defaults" else None
-            vs20 = None
+            versus: list[str] = []
             if method.startswith("warm") or method == "recommended":
-                vs20 = [_interval(fold.name, method, f"{m}-20") for m in ("tpe", "random")]
+                versus = ["; ".join(f"{m}: {_cell(_interval(fold.name, method, f'{m}-{n}'))}"
+                                    for m in ("tpe", "random")) for n in SEARCH]
             rows.append([
                 _label(method), _evals(method),
                 f"{statistics.median(means):.4f} ({min(means):.4f}–{max(means):.4f})",
-                "—" if d is None else f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] {_verdict(*d[1:])}",
-                "—" if vs20 is None else "; ".join(
-                    f"{m}: {x[0]:+.4f} [{x[1]:+.4f}, {x[2]:+.4f}] {_verdict(*x[1:])}"
-                    for m, x in zip(("tpe", "random"), vs20, strict=True)),
-            ])
+                "—" if d is None else _cell(d), *(versus or ["—"] * len(SEARCH))])
         out.append(_table(["method", "evaluations on R", "held-out NDCG",
-                           "Δ vs defaults (pooled, 95 %)", "Δ vs (d) at 20 (pooled, 95 %)"],
-                          rows))
+                           "Δ vs defaults (pooled, 95 %)",
+                           *(f"Δ vs (d) at {n} (pooled, 95 %)" for n in SEARCH)], rows))
         notes = [n for n in fold.notes if n]
         if notes:
             out += ["", "Notes: " + "; ".join(notes) + "."]
         out.append("")
         b = _interval(fold.name, "recommended", "defaults")
-        c5 = [_interval(fold.name, "warm-5", f"{m}-20") for m in ("tpe", "random")]
-        summary.append([fold.name, f"{b[0]:+.4f} [{b[1]:+.4f}, {b[2]:+.4f}] {_verdict(*b[1:])}",
-                        "; ".join(f"{m}: {_verdict(*x[1:])}" for m, x in
-                                  zip(("tpe", "random"), c5, strict=True))])
+        warm = ["; ".join(f"{m}: {_verdict(*_interval(fold.name, f'warm-{w}', f'{m}-20')[1:])}"
+                          for m in ("tpe", "random")) for w in WARM]
+        summary.append([fold.name, _per_seed([f"`{c}`" for c in fold.constructions]),
+                        fold.transfers[0] if fold.transfers else "", _cell(b), *warm])
     out += ["### Targets", "",
-            _table(["R", "(b) recommended − (a) defaults", "(c) warm 5 vs (d) 20"], summary),
-            ""]
+            _table(["R", "robust construction", "its transfer in training (seed 0)",
+                    "(b) recommended − (a) defaults",
+                    *(f"(c) warm {w} vs (d) 20" for w in WARM)], summary), ""]
     return "\n".join(out) + "\n"
 
 
-def separate_section(client: redis.Redis, settings: Settings, paths: dict[str, Path],
-                     cache: Path, learn_goal: int, folds: Sequence[str]) -> str:
-    """A diagnostic beside the benchmark: each corpus learned **alone** (a fresh service on
-    it, seed 0, ``learn_goal`` versions), so one corpus's best was never shaped by another's
-    tuning cases; then per fold the robust constructions of ``worker.presets`` scored by
-    leave-one-out transfer between the two training corpora's separately learned bests, the
-    one ``worker.presets.select`` picks, and (for the reader, never to choose) the held-out
-    effect on R of the point each builds from both."""
+def joint_section(client: redis.Redis, settings: Settings, paths: dict[str, Path],
+                  cache: Path, learn_goal: int, folds: Sequence[str]) -> str:
+    """A diagnostic beside the benchmark: the old protocol, both training corpora learned
+    **jointly** by one service (seed 0, ``learn_goal`` versions, every version evaluated on
+    both and shaped by their pooled failures and tuning NDCG), then per fold the robust
+    constructions as that distillation scored them, the one chosen, and (for the reader,
+    never to choose) the held-out effect on R of the point each builds from both."""
     repos = {n: open_repository(p, cache, window=2000) for n, p in paths.items()}
-    alone: dict[str, presets_mod.Best] = {}
-    for name, repo in repos.items():
-        client.flushdb()
-        service_loop(client, settings, {name: repo}, 0, learn_goal)
-        results = evaluations.results(client)
-        params = {v: r.params for v in {x.version for x in results}
-                  if (r := versions.get(client, v)) is not None}
-        found = presets_mod.best_versions(results, params, [name])
-        if name in found:
-            alone[name] = found[name]
-    out = ["### Diagnostic: each corpus learned alone", "",
-           f"Each corpus's best of {learn_goal} versions learned on it alone (seed 0): "
-           + ", ".join(f"{b.label} (own tuning gain {b.gain:+.4f})" for b in alone.values())
-           + ". Per fold, the constructions' leave-one-out transfer between the two training "
-           "corpora's bests (what chooses); R held-out Δ of the point built from both is for "
-           "the reader, never used to choose.", ""]
+    out = ["### Diagnostic: the training corpora learned jointly (the old protocol)", "",
+           f"Seed 0, {learn_goal} versions each evaluated on both training corpora, proposed "
+           "from both corpora's failing tuning cases and kept or rolled back on their pooled "
+           "tuning NDCG; then the same preset builder. Each corpus's best was partly fitted "
+           "to the other's tuning cases, so the leave-one-out transfer between them is "
+           "largely in-sample.", ""]
     for target in folds:
         training = {n: r for n, r in repos.items() if n != target}
-        scored = presets_mod.cross_transfer({n: alone[n] for n in training if n in alone},
-                                            training)
-        chosen = presets_mod.select(scored)
-        left_out = repos[target]
-        base = left_out.evaluate(ParameterPoint(), "heldout").per_case
-        rows: list[list[object]] = []
-        for s in scored:
-            d = paired_interval(left_out.evaluate(s.final.point, "heldout").per_case, base,
-                                left_out, "heldout")
-            label = s.construction.label
-            rows.append([f"**{label}** (chosen)" if chosen is not None
-                         and s.construction == chosen.construction else label,
-                         "; ".join(f"{'+'.join(t.built_from)}→{t.repo} {t.gain:+.4f} "
-                                   f"[{t.low:+.4f}, {t.high:+.4f}]" for t in s.transfers),
-                         f"{s.worst:+.4f}", s.final.label,
-                         f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] {_verdict(d[1], d[2])}"])
-        out += [f"R = {target}:", "", _table(["construction", "transfer (tuning Δ, 95 %)",
-                                              "worst", "built from both",
-                                              "R held-out Δ (95 %)"], rows), ""]
+        presets, _ = learn(client, settings, training, 0, learn_goal, jointly=True)
+        rows = _candidates_on(client, training, repos[target], presets)
+        out += [f"R = {target}; bests: " + "; ".join(_bests_on(client, training)) + ".", "",
+                _constructions(rows), ""]
     return "\n".join(out) + "\n"
 
 
@@ -469,7 +555,7 @@ def _clone(bundle: Path, target: Path) -> Path:
 
 def run(corpora_dir: Path = Path("/work/shared/corpora"), work_dir: Path | None = None,
         seeds: int = 5, learn_goal: int = 15, folds: Sequence[str] = CORPORA,
-        note: str = "", separately: bool = False) -> str:
+        note: str = "", jointly: bool = False) -> str:
     """Run the leave-one-repository-out benchmark and return its Markdown section."""
     started = time.monotonic()
     own = work_dir is None
@@ -486,8 +572,8 @@ def run(corpora_dir: Path = Path("/work/shared/corpora"), work_dir: Path | None 
         results = [run_fold(t, paths, cache, client, settings, seeds, learn_goal)
                    for t in folds]
         text = report(results, seeds, learn_goal, time.monotonic() - started, note)
-        if separately:
-            text += separate_section(client, settings, paths, cache, learn_goal, folds)
+        if jointly:
+            text += joint_section(client, settings, paths, cache, learn_goal, folds)
         return text
     finally:
         proc.terminate()
@@ -503,21 +589,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--corpora", type=Path, default=Path("/work/shared/corpora"))
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--learn", type=int, default=15,
-                        help="versions evaluated on the training corpora per fold and seed")
+                        help="versions evaluated on each training corpus per fold and seed")
     parser.add_argument("--fold", action="append", choices=CORPORA, default=[],
                         help="only these held-out corpora (repeatable; default all three)")
     parser.add_argument("--work", type=Path, default=None, help="keep clones and caches here")
     parser.add_argument("--note", default="")
-    parser.add_argument("--separately", action="store_true",
-                        help="add a diagnostic: each corpus learned alone (seed 0), then the "
-                             "robust constructions' leave-one-out transfer between the two "
-                             "training corpora of each fold")
+    parser.add_argument("--jointly", action="store_true",
+                        help="add a diagnostic, the old protocol: per fold the two training "
+                             "corpora learned jointly by one service (seed 0), then the "
+                             "robust constructions' leave-one-out transfer between them")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)
     text = run(args.corpora, args.work, args.seeds, args.learn, args.fold or CORPORA, args.note,
-               args.separately)
+               args.jointly)
     print(text)
     if args.out is not None:
         args.out.write_text(text)

@@ -470,13 +470,20 @@ def _audit(event: str, args: tuple[object, ...]) -> None:
 def test_nothing_of_a_left_out_repository_is_used(
         client: redis.Redis, data_settings: Settings, repos: dict[str, Path],
         tmp_path: Path) -> None:
-    """The benchmark's fold: the service's loop learns on two fixture repositories; the
-    third (deep-js) is opened only to be recommended for, after the presets exist."""
+    """The benchmark's fold: the service's loop learns on two fixture repositories, each
+    separately; the third (deep-js) is opened only to be recommended for, after the presets
+    exist."""
     training = {n: open_repository(repos[n], data_settings.data_dir / "ranker")
                 for n in ("alpha", "similar")}
     presets, _ = learn(client, data_settings, training, seed=0, goal=4)
     assert {r.name for r in evaluations.repos(client)} == {"alpha", "similar"}
     assert {r.repo for r in evaluations.results(client)} == {"alpha", "similar"}
+    # each learned separately: every version but the defaults was evaluated on one only,
+    # the one it was learned on
+    for v in {r.version for r in evaluations.results(client)} - {0}:
+        [only] = [r.repo for r in evaluations.results(client) if r.version == v]
+        record = versions.get(client, v)
+        assert record is not None and f"learned on {only} alone" in record.note
     assert set(presets_state.features(client)) == {"alpha", "similar"}
     for p in presets:
         assert {e.repo for e in p.evidence} <= {"alpha", "similar"}
