@@ -129,7 +129,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         wisdom = _distill_now(live, client, args.timeout)
     loop.write_best(outcome, args.output)
     if outcome.best is not None:
-        _print_params(outcome.best.params)
+        _print_params(outcome.best.params, f"Best parameters (v{outcome.best.version})")
     return _print_wisdom(wisdom)
 
 
@@ -463,8 +463,8 @@ def _print_summary(summary: ScratchpadSummary) -> None:
                 out.print(f"  {item.count:>4}×  {item.text}", markup=False, highlight=False)
 
 
-def _print_params(params: ParameterPoint) -> None:
-    table = Table(title="Current parameters")
+def _print_params(params: ParameterPoint, title: str = "Current parameters") -> None:
+    table = Table(title=title)
     for col in ("parameter", "value", "default", "bounds"):
         table.add_column(col)
     for name, value in params.as_floats().items():

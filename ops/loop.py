@@ -378,7 +378,7 @@ def _why(record: ParamVersion | None) -> str:
     for vote in record.provenance:
         for change in vote.changes:
             if change.rationale:
-                return str(change.rationale).removeprefix("rule-based: ")
+                return str(change.rationale).split(": ", 1)[-1]  # past "rule-based (…): "
     return record.note or record.reason
 
 
