@@ -285,8 +285,12 @@ def run_loop(client: redis.Redis, settings: Settings, path: Path, name: str, win
     ``goal`` new evaluations landed, the loop idled ``stall`` seconds, or Ctrl-C."""
     _ensure_registered(client, path, name, window)
     seen = {r.version for r in evaluations.results(client) if r.repo == name}
-    _kick(client, settings, name)
-    rows, interrupted = _follow(client, name, seen, goal, stall)
+    evaluations.set_budget(client, name, goal)  # the loop stops at the goal on this repository
+    try:
+        _kick(client, settings, name)
+        rows, interrupted = _follow(client, name, seen, goal, stall)
+    finally:
+        evaluations.clear_budget(client, name)
     # the best of what this run saw (the loop may go on while the command winds down)
     best = max(rows, key=lambda r: r.tuning.ndcg).version if rows else versions.best_number(client)
     record = versions.get(client, best if best is not None else versions.current_number(client))

@@ -16,7 +16,7 @@ from typing import cast
 import redis
 
 from schemas.repos import RegisteredRepo, RepoEvaluation
-from state import keys
+from state import keys, scripts
 
 SEP = "|"
 
@@ -112,3 +112,19 @@ def finish(client: redis.Redis, evaluation: RepoEvaluation) -> bool:
 def drop_due(client: redis.Redis, version: int, repo: str) -> None:
     """Take an entry that can never run (version or repository gone) off the due set."""
     client.zrem(keys.EVAL_DUE, entry(version, repo))
+
+
+def set_budget(client: redis.Redis, repo: str, evaluations: int) -> None:
+    """Allow ``evaluations`` more evaluations on ``repo`` until ``clear_budget`` (a ``tune``
+    run stops the loop there instead of racing past its goal)."""
+    client.hset(keys.EVAL_BUDGETS, repo, evaluations)
+
+
+def clear_budget(client: redis.Redis, repo: str) -> None:
+    """No budget on ``repo`` any more: every version is evaluated there again."""
+    client.hdel(keys.EVAL_BUDGETS, repo)
+
+
+def take_budget(client: redis.Redis, repo: str) -> bool:
+    """True when an evaluation on ``repo`` may run (no budget, or one left: now taken)."""
+    return scripts.take_evaluation(client, repo)

@@ -109,6 +109,7 @@ def budget_used(day: str) -> str:
 REPOS = PREFIX + "repos"  # hash: repo name -> RegisteredRepo JSON
 EVAL_DUE = PREFIX + "evaluate:due"  # zset: "<version>|<repo>" -> when it may be sent (again)
 EVAL_RESULTS = PREFIX + "evaluations"  # hash: "<version>|<repo>" -> RepoEvaluation JSON
+EVAL_BUDGETS = PREFIX + "evaluate:budgets"  # hash: repo -> evaluations left (a tune run's)
 
 # Wisdom that transfers (state/presets.py): the features of each registered repository,
 # cached when distillation computes them (a merge worker that cannot open a repository later

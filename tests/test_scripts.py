@@ -18,7 +18,7 @@ from tests.factories import episode, failure
 SCRIPT_NAMES = {
     "MERGE_EPISODE", "CLAIM_BATCHES", "SIGHT_MISSING", "INBOX_PUT", "INBOX_DONE",
     "TOP_INSIGHTS", "STEP_CONTEXT", "EPISODE_CONTEXT", "STEP_VERSION", "PUSH_TAKE",
-    "CLAIM_STALE_BATCHES",
+    "CLAIM_STALE_BATCHES", "TAKE_EVALUATION",
 }
 _CONTRACT_LINE = re.compile(r"^--.*\b(KEYS|ARGV)\[")
 
@@ -490,3 +490,14 @@ def test_claim_stale_batches_claims_each_stale_batch_once_and_restamps_it(
     assert scripts.claim_stale_batches(client, 200.0, 300.0, 1) == [("t3", "B3")]
     assert client.zscore(keys.PUSH_PENDING_ORDER, "t3") == 300.0
     assert client.zscore(keys.PUSH_PENDING_ORDER, "t1") == 100.0
+
+
+def test_take_evaluation_runs_freely_without_a_budget_and_stops_when_it_is_spent(
+    client: redis.Redis,
+) -> None:
+    assert all(scripts.take_evaluation(client, "free") for _ in range(3))
+    assert not client.exists(keys.EVAL_BUDGETS)  # no budget: nothing written
+    client.hset(keys.EVAL_BUDGETS, "capped", 2)
+    taken = [scripts.take_evaluation(client, "capped") for _ in range(4)]
+    assert taken == [True, True, False, False]
+    assert client.hget(keys.EVAL_BUDGETS, "capped") == "0"  # never below zero

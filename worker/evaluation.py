@@ -65,7 +65,8 @@ def evaluate(client: redis.Redis, settings: Settings, request: EvaluateRequest,
     if record is None or registered is None:
         evaluations.drop_due(client, request.version, request.repo)
         return None
-    if evaluations.result(client, request.version, request.repo) is not None:
+    if (evaluations.result(client, request.version, request.repo) is not None
+            or not evaluations.take_budget(client, request.repo)):  # done, or budget spent
         evaluations.drop_due(client, request.version, request.repo)
         return None
     started = time.perf_counter()

@@ -12,6 +12,7 @@ takes and what it returns. The texts are a wire contract with data already in Re
 - ``context``: TOP_INSIGHTS, STEP_CONTEXT, EPISODE_CONTEXT (snapshot reads)
 - ``versions``: STEP_VERSION (creating a parameter version)
 - ``push``: PUSH_TAKE, CLAIM_STALE_BATCHES (streaming push buffers)
+- ``evaluations``: TAKE_EVALUATION (a repository's evaluation budget, the closed loop)
 - ``_lua``: the client type, running a script, the shared key lists, reply decoders
 
 Callers use the package: ``from state import scripts; scripts.merge_episode(...)``.
@@ -28,6 +29,7 @@ from state.scripts.context import (
     queue_top_insights,
     step_context,
 )
+from state.scripts.evaluations import TAKE_EVALUATION, take_evaluation
 from state.scripts.inbox import INBOX_DONE, INBOX_PUT, inbox_done, inbox_put
 from state.scripts.ledger import CLAIM_BATCHES, SIGHT_MISSING, claim_batches, sight_missing
 from state.scripts.merge import MERGE_EPISODE, MergeResult, merge_episode
@@ -54,6 +56,7 @@ __all__ = [
     "SIGHT_MISSING",
     "STEP_CONTEXT",
     "STEP_VERSION",
+    "TAKE_EVALUATION",
     "TOP_INSIGHTS",
     "Client",
     "EpisodeContext",
@@ -73,4 +76,5 @@ __all__ = [
     "sight_missing",
     "step_context",
     "step_version",
+    "take_evaluation",
 ]
