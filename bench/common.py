@@ -50,6 +50,16 @@ def private_redis() -> Iterator[str]:
         shutil.rmtree(data, ignore_errors=True)
 
 
+def clone_bundle(bundle: Path, target: Path, *, fresh: bool = False) -> Path:
+    """A clone of a git bundle at ``target`` (kept when one is there, unless ``fresh``)."""
+    if fresh:
+        shutil.rmtree(target, ignore_errors=True)
+    if not (target / ".git").exists():
+        subprocess.run(["git", "clone", "-q", str(bundle), str(target)], check=True,
+                       capture_output=True)
+    return target
+
+
 def settings_for(url: str, **overrides: Any) -> Settings:
     """Settings for the benchmark process itself, pointed at ``url`` (broker on database 1)."""
     return Settings(redis_url=url, broker_url=broker_url(url), reasoner="heuristic", **overrides)

@@ -41,7 +41,6 @@ import math
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import clone_bundle, private_redis
 from producer.api import chunk
 from ranker import Repository, open_repository, paired_interval
 from schemas.failures import FailureBatch
@@ -59,7 +59,7 @@ from schemas.params import PARAM_SPECS, ParameterPoint
 from schemas.settings import Settings
 from schemas.versions import Evaluation
 from state import stepping, store, versions
-from tests.services import ROOT, start_private_redis
+from tests.services import ROOT
 from worker import episodes as episodes_mod
 from worker import reducer, signatures
 from worker.reasoners.base import EpisodeRequest
@@ -503,13 +503,6 @@ def report(results: list[RepoResult], budgets: Sequence[int], seeds: int,
 # ---------------------------------------------------------------- entry points
 
 
-def _clone(bundle: Path, target: Path) -> Path:
-    if not (target / ".git").exists():
-        subprocess.run(["git", "clone", "-q", str(bundle), str(target)], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return target
-
-
 def run(corpora_dir: Path | None = CORPORA_DIR, work_dir: Path | None = None,
         budgets: Sequence[int] = (10, 20, 30), seeds: int = 5,
         repos: Sequence[Path] = (), note: str = "") -> str:
@@ -523,23 +516,20 @@ def run(corpora_dir: Path | None = CORPORA_DIR, work_dir: Path | None = None,
         for name in CORPORA:
             bundle = corpora_dir / f"{name}.bundle"
             if bundle.exists():
-                targets.append((name, _clone(bundle, work / name)))
+                targets.append((name, clone_bundle(bundle, work / name)))
     if not targets:
         raise SystemExit("no repositories: give --repo PATH or --corpora DIR with bundles")
-    proc, url, data = start_private_redis()
     try:
-        client = store.connect(url)
-        settings = Settings(redis_url=url, reasoner="heuristic")
-        audit: dict[str, AuditCounts] = {}
-        rule_audit: dict[str, AuditCounts] = {}
-        results = [run_repository(name, path, work / "cache", budgets, seeds, client,
-                                  settings, audit, rule_audit) for name, path in targets]
+        with private_redis() as url:
+            client = store.connect(url)
+            settings = Settings(redis_url=url, reasoner="heuristic")
+            audit: dict[str, AuditCounts] = {}
+            rule_audit: dict[str, AuditCounts] = {}
+            results = [run_repository(name, path, work / "cache", budgets, seeds, client,
+                                      settings, audit, rule_audit) for name, path in targets]
         return report(results, budgets, seeds, audit, time.monotonic() - started, note,
                       rule_audit)
     finally:
-        proc.terminate()
-        proc.wait(20)
-        shutil.rmtree(data, ignore_errors=True)
         if own_work:
             shutil.rmtree(work, ignore_errors=True)
 

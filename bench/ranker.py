@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import clone_bundle
 from ranker import Repository, open_repository
 from ranker.index import cache_path, load
 from schemas.params import ParameterPoint
@@ -24,13 +24,6 @@ CORPORA = ("flask", "fd", "commander.js")
 CORPORA_DIR = ROOT.parent / "shared" / "corpora"  # beside the checkout
 WINDOW = 2000
 RUNS = 20
-
-
-def _clone(bundle: Path, target: Path) -> Path:
-    shutil.rmtree(target, ignore_errors=True)
-    subprocess.run(["git", "clone", "-q", str(bundle), str(target)], check=True,
-                   capture_output=True)
-    return target
 
 
 def _median_ms(action: object, runs: int = RUNS) -> float:
@@ -78,7 +71,7 @@ def _memory(cache_dir: Path, clone: Path) -> tuple[int, int]:
 
 
 def _row(name: str, corpora_dir: Path, work_dir: Path) -> list[str]:
-    clone = _clone(corpora_dir / f"{name}.bundle", work_dir / name)
+    clone = clone_bundle(corpora_dir / f"{name}.bundle", work_dir / name, fresh=True)
     cache = work_dir / f"{name}-cache"
     shutil.rmtree(cache, ignore_errors=True)
     start = time.perf_counter()

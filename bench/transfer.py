@@ -47,7 +47,6 @@ import argparse
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,7 +57,8 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from bench.headtohead import SAMPLE, Scorer, Trace, run_random, run_tpe
+from bench.common import clone_bundle, private_redis
+from bench.headtohead import CORPORA_DIR, SAMPLE, Scorer, Trace, run_random, run_tpe
 from producer.api import chunk
 from ranker import Repository, open_repository, paired_interval
 from ranker.features import repository_features
@@ -69,7 +69,6 @@ from schemas.settings import Settings
 from schemas.versions import Evaluation
 from schemas.wisdom import Preset, Recommendation, TransferScore, recommend
 from state import evaluations, store, versions
-from tests.services import start_private_redis
 from worker import distill, reducer
 from worker import episodes as episodes_mod
 from worker import presets as presets_mod
@@ -546,39 +545,29 @@ def _moves(point: ParameterPoint) -> str:
 # ---------------------------------------------------------------- entry points
 
 
-def _clone(bundle: Path, target: Path) -> Path:
-    if not (target / ".git").exists():
-        subprocess.run(["git", "clone", "-q", str(bundle), str(target)], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return target
-
-
-def run(corpora_dir: Path = Path("/work/shared/corpora"), work_dir: Path | None = None,
+def run(corpora_dir: Path = CORPORA_DIR, work_dir: Path | None = None,
         seeds: int = 5, learn_goal: int = 15, folds: Sequence[str] = CORPORA,
         note: str = "", jointly: bool = False) -> str:
     """Run the leave-one-repository-out benchmark and return its Markdown section."""
     started = time.monotonic()
     own = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="ripmap-transfer-")) if work_dir is None else work_dir
-    paths = {n: _clone(corpora_dir / f"{n}.bundle", work / n) for n in CORPORA
+    paths = {n: clone_bundle(corpora_dir / f"{n}.bundle", work / n) for n in CORPORA
              if (corpora_dir / f"{n}.bundle").exists()}
     if len(paths) < 3:
         raise SystemExit(f"need the three corpora in {corpora_dir}")
-    proc, url, data = start_private_redis()
     try:
-        client = store.connect(url)
-        settings = Settings(redis_url=url, reasoner="heuristic", data_dir=work)
-        cache = work / "ranker"  # worker.evaluation.cache_dir(settings): one index cache
-        results = [run_fold(t, paths, cache, client, settings, seeds, learn_goal)
-                   for t in folds]
-        text = report(results, seeds, learn_goal, time.monotonic() - started, note)
-        if jointly:
-            text += joint_section(client, settings, paths, cache, learn_goal, folds)
+        with private_redis() as url:
+            client = store.connect(url)
+            settings = Settings(redis_url=url, reasoner="heuristic", data_dir=work)
+            cache = work / "ranker"  # worker.evaluation.cache_dir(settings): one index cache
+            results = [run_fold(t, paths, cache, client, settings, seeds, learn_goal)
+                       for t in folds]
+            text = report(results, seeds, learn_goal, time.monotonic() - started, note)
+            if jointly:
+                text += joint_section(client, settings, paths, cache, learn_goal, folds)
         return text
     finally:
-        proc.terminate()
-        proc.wait(20)
-        shutil.rmtree(data, ignore_errors=True)
         if own:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -586,7 +575,7 @@ def run(corpora_dir: Path = Path("/work/shared/corpora"), work_dir: Path | None 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.transfer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpora", type=Path, default=Path("/work/shared/corpora"))
+    parser.add_argument("--corpora", type=Path, default=CORPORA_DIR)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--learn", type=int, default=15,
                         help="versions evaluated on each training corpus per fold and seed")
