@@ -110,9 +110,12 @@ def cmd_distill(args: argparse.Namespace, settings: Settings) -> int:
 DEMO_STALL_SECONDS = 60.0  # the demo stops when no evaluation lands for this long
 
 
+@loop.guard
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """The closed loop on this repository's own history (a few evaluations), then one
     distillation; the bundled sample failures where there is no usable git history."""
+    if args.evaluations < 1:
+        raise loop.BadInput("--evaluations must be at least 1")
     path = args.repo or own_history()
     if path is None:
         err.print("no git history here: running the bundled sample failures instead")
@@ -120,15 +123,17 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     try:
         repo = loop.open_repo(path, settings, args.window)
     except loop.BadInput as exc:
+        if args.repo:  # asked for by name: say so rather than demo something else
+            raise
         err.print(f"{exc}: running the bundled sample failures instead", highlight=False)
         return _demo_samples(args, settings)
     with embedded.service(settings) as live:
         client = store.connect(live.state_url)
-        outcome = loop.run_loop(client, live, path, repo.name, args.window, args.evaluations,
-                                min(args.timeout, DEMO_STALL_SECONDS))
+        outcome = loop.run_loop(client, live, path, loop.default_name(repo), args.window,
+                                args.evaluations, min(args.timeout, DEMO_STALL_SECONDS))
         wisdom = _distill_now(live, client, args.timeout)
     loop.write_best(outcome, args.output)
-    if outcome.best is not None:
+    if outcome.rows and outcome.best is not None:
         _print_params(outcome.best.params, f"Best parameters (v{outcome.best.version})")
     return _print_wisdom(wisdom)
 
@@ -362,6 +367,11 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 def _step_now(settings: Settings, client: redis.Redis, timeout: float) -> None:
     """Take the consensus step on whatever votes are pending, without waiting for a quorum."""
     if not versions.pending_votes(client):
+        return
+    if versions.held_for_evaluation(client, settings):
+        err.print(f"the votes wait for an evaluation: {settings.max_unevaluated_steps} steps "
+                  "were taken since the last evaluated version (report-eval, or repo add so "
+                  "that every version is evaluated)")
         return
     Producer(settings).step()
     _poll(lambda: int(versions.pending_votes(client) == 0), 1, timeout, lambda _: None)

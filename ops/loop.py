@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -31,11 +32,13 @@ from schemas.settings import Settings
 from schemas.tasks import DISPATCH_EVALUATIONS
 from schemas.versions import ParamVersion
 from state import evaluations, presets, store, versions
+from worker import evaluation
 from worker.evaluation import cache_dir
 
 out = Console()
 err = Console(stderr=True)
 USAGE_ERROR = 2
+BUDGET_TTL = 60  # seconds a tune run's budget outlives its last poll
 
 
 class BadInput(Exception):
@@ -68,7 +71,7 @@ def open_repo(path: Path, settings: Settings, window: int) -> Repository:
         raise BadInput(f"--repo: {exc}") from None
 
 
-def _guard(command: Callable[[argparse.Namespace, Settings], int]
+def guard(command: Callable[[argparse.Namespace, Settings], int]
            ) -> Callable[[argparse.Namespace, Settings], int]:
     def run(args: argparse.Namespace, settings: Settings) -> int:
         try:
@@ -119,7 +122,7 @@ def evaluation_report(repo: Repository, point: ParameterPoint, splits: list[Spli
     return report
 
 
-@_guard
+@guard
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     """Score parameters on a repository's history: tuning and held-out NDCG@10."""
     point, version = _point(args, settings)
@@ -177,7 +180,7 @@ def _print_sensitivity(sens: dict[str, Any]) -> None:
 
 # --- repo -------------------------------------------------------------------------------
 
-@_guard
+@guard
 def cmd_repo(args: argparse.Namespace, settings: Settings) -> int:
     """Register, list or remove the repositories every new version is evaluated on."""
     with embedded.service(settings, workers=False) as live:
@@ -203,16 +206,17 @@ def _name_arg(args: argparse.Namespace) -> str:
 
 def register(client: redis.Redis, path: Path, name: str | None, window: int,
              settings: Settings) -> RegisteredRepo:
-    """Check ``path`` is a usable repository (building its index), then register it."""
+    """Check ``path`` is a usable repository (building its index), register it, and make
+    the current version due there."""
     repo = open_repo(path, settings, window)
-    try:
-        entry = RegisteredRepo(name=name or repo.name, path=str(path.resolve()), window=window,
-                               added_at=time.time())
-    except ValueError as exc:
-        raise BadInput(f"--name: {str(exc).splitlines()[-1].strip()}") from None
-    if not evaluations.add_repo(client, entry):
-        raise BadInput(f"a repository named {entry.name!r} is registered already "
+    name = name or default_name(repo)
+    if evaluations.get_repo(client, name) is not None:
+        raise BadInput(f"a repository named {name!r} is registered already "
                        "(--name to choose another)")
+    ensure_registered(client, path, name, window)
+    evaluations.mark_due(client, versions.current_number(client), [name])
+    entry = evaluations.get_repo(client, name)
+    assert entry is not None  # just registered
     return entry
 
 
@@ -227,7 +231,7 @@ def _print_repos(repos: list[RegisteredRepo]) -> None:
 
 # --- tune -------------------------------------------------------------------------------
 
-@_guard
+@guard
 def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
     """The closed loop on one repository: evaluate, reason about the failures, step, repeat
     until ``--evaluations`` versions were scored; writes the best version's parameters."""
@@ -236,10 +240,12 @@ def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
     repo = open_repo(args.repo, settings, args.window)
     with embedded.service(settings) as live:
         client = store.connect(live.state_url)
-        if args.start == "recommended":
+        name = ensure_registered(client, args.repo, args.name or default_name(repo),
+                                 args.window)
+        if args.start == "recommended":  # after the checks: a refused run changes nothing
             warm_start(client, live, repo)
-        outcome = run_loop(client, live, args.repo, args.name or repo.name, args.window,
-                           args.evaluations, args.stall_seconds)
+        outcome = run_loop(client, live, args.repo, name, args.window, args.evaluations,
+                           args.stall_seconds)
     write_best(outcome, args.output)
     return 130 if outcome.interrupted else 0
 
@@ -283,9 +289,10 @@ def run_loop(client: redis.Redis, settings: Settings, path: Path, name: str, win
              goal: int, stall: float) -> LoopOutcome:
     """Register ``path`` as ``name`` (once), start the loop on it and follow it until
     ``goal`` new evaluations landed, the loop idled ``stall`` seconds, or Ctrl-C."""
-    _ensure_registered(client, path, name, window)
+    ensure_registered(client, path, name, window)
     seen = {r.version for r in evaluations.results(client) if r.repo == name}
-    evaluations.set_budget(client, name, goal)  # the loop stops at the goal on this repository
+    # the loop stops at the goal on this repository; a killed run's budget lapses
+    evaluations.set_budget(client, name, goal, BUDGET_TTL)
     try:
         _kick(client, settings, name)
         rows, interrupted = _follow(client, name, seen, goal, stall)
@@ -298,29 +305,53 @@ def run_loop(client: redis.Redis, settings: Settings, path: Path, name: str, win
 
 
 def write_best(outcome: LoopOutcome, output: Path | None) -> None:
-    """Print the run's summary and write the best version's parameters (ripmap's JSON)."""
-    if outcome.best is not None and output is not None:
+    """Print the run's summary and write the best version's parameters (ripmap's JSON), if
+    the run evaluated any."""
+    if outcome.rows and outcome.best is not None and output is not None:
         output.write_text(json.dumps(outcome.best.params.as_floats(), indent=2) + "\n")
         out.print(f"best version v{outcome.best.version} written to {output}")
     _summary(outcome.rows, outcome.best.version if outcome.best else None)
 
 
-def _ensure_registered(client: redis.Redis, path: Path, name: str, window: int) -> None:
+def default_name(repo: Repository) -> str:
+    """The repository's directory name, made a valid registered name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", repo.name).lstrip("._-")[:100] or "repo"
+
+
+def ensure_registered(client: redis.Redis, path: Path, name: str, window: int) -> str:
+    """Register ``path`` as ``name`` unless it is already; returns the name. A name taken by
+    another path, or a path registered under another name (it would be evaluated twice),
+    is refused."""
+    resolved = str(path.resolve())
+    for repo in evaluations.repos(client):
+        if repo.path == resolved and repo.name != name:
+            raise BadInput(f"{resolved} is registered as {repo.name!r} (--name {repo.name})")
     existing = evaluations.get_repo(client, name)
-    if existing is None:
-        entry = RegisteredRepo(name=name, path=str(path.resolve()), window=window,
-                               added_at=time.time())
-        evaluations.add_repo(client, entry)
-    elif Path(existing.path) != path.resolve():
+    if existing is not None and existing.path != resolved:
         raise BadInput(f"a repository named {name!r} is registered at {existing.path} "
                        "(--name to choose another)")
+    if existing is None:
+        evaluations.add_repo(client, _entry(name, resolved, window))
+    return name
+
+
+def _entry(name: str, path: str, window: int) -> RegisteredRepo:
+    try:
+        return RegisteredRepo(name=name, path=path, window=window, added_at=time.time())
+    except ValueError as exc:
+        raise BadInput(f"--name {name!r}: {str(exc).splitlines()[-1].strip()}") from None
 
 
 def _kick(client: redis.Redis, settings: Settings, name: str) -> None:
-    """Make the current version due on this repository and send what is due now."""
-    evaluations.mark_due(client, versions.current_number(client), [name])
+    """Make the current version due on this repository and send what is due now; when it
+    was evaluated there before, push a fresh sample of its failures so the loop moves."""
+    current = versions.current_number(client)
     producer = Producer(settings)
     try:
+        if not evaluations.mark_due(client, current, [name]):
+            pushed = evaluation.push_failures_again(client, settings, current, name, producer)
+            out.print(f"v{current} was evaluated on {name} before: {pushed} of its failures "
+                      "sent to the reasoners again")
         producer.send(DISPATCH_EVALUATIONS, [], None)
     finally:
         producer.close()
@@ -342,6 +373,7 @@ def _follow(client: redis.Redis, name: str, seen: set[int], goal: int, stall: fl
                     rows.append(r)
                     last = time.monotonic()
                 live.update(_table(client, rows))
+                evaluations.renew_budget(client, name, BUDGET_TTL)
                 if time.monotonic() - last > stall:
                     err.print(f"no new evaluation for {stall:.0f} s: the loop is idle (no "
                               "failures left to reason about, or votes below quorum)")

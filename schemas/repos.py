@@ -53,6 +53,8 @@ class RepoEvaluation(BaseModel):
     verdict: str = ""
     seconds: Annotated[float, Field(ge=0.0)] = 0.0
     finished_at: float = 0.0
+    # the commit the cases came from: scores of different commits rank different cases
+    head: Annotated[str, StringConstraints(max_length=64)] = ""
 
 
 class EvaluateRequest(BaseModel):

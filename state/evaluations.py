@@ -114,17 +114,29 @@ def drop_due(client: redis.Redis, version: int, repo: str) -> None:
     client.zrem(keys.EVAL_DUE, entry(version, repo))
 
 
-def set_budget(client: redis.Redis, repo: str, evaluations: int) -> None:
-    """Allow ``evaluations`` more evaluations on ``repo`` until ``clear_budget`` (a ``tune``
-    run stops the loop there instead of racing past its goal)."""
-    client.hset(keys.EVAL_BUDGETS, repo, evaluations)
+def set_budget(client: redis.Redis, repo: str, evaluations: int, ttl: int) -> None:
+    """Allow ``evaluations`` more evaluations on ``repo`` (a ``tune`` run stops the loop at
+    its goal this way); the budget lapses after ``ttl`` seconds unless ``renew_budget``."""
+    client.set(keys.eval_budget(repo), evaluations, ex=ttl)
+
+
+def renew_budget(client: redis.Redis, repo: str, ttl: int) -> None:
+    """Keep the budget alive while its run follows the loop (a killed run's budget lapses,
+    and the repository is evaluated on every version again)."""
+    client.expire(keys.eval_budget(repo), ttl)
 
 
 def clear_budget(client: redis.Redis, repo: str) -> None:
     """No budget on ``repo`` any more: every version is evaluated there again."""
-    client.hdel(keys.EVAL_BUDGETS, repo)
+    client.delete(keys.eval_budget(repo))
 
 
-def take_budget(client: redis.Redis, repo: str) -> bool:
-    """True when an evaluation on ``repo`` may run (no budget, or one left: now taken)."""
-    return scripts.take_evaluation(client, repo)
+def budget_left(client: redis.Redis, repo: str) -> bool:
+    """True when an evaluation on ``repo`` may run: no budget set, or some left."""
+    left = client.get(keys.eval_budget(repo))
+    return left is None or int(left) > 0
+
+
+def spend_budget(client: redis.Redis, repo: str) -> None:
+    """Count one stored evaluation against ``repo``'s budget, if one is set."""
+    scripts.take_evaluation(client, repo)

@@ -109,7 +109,11 @@ def budget_used(day: str) -> str:
 REPOS = PREFIX + "repos"  # hash: repo name -> RegisteredRepo JSON
 EVAL_DUE = PREFIX + "evaluate:due"  # zset: "<version>|<repo>" -> when it may be sent (again)
 EVAL_RESULTS = PREFIX + "evaluations"  # hash: "<version>|<repo>" -> RepoEvaluation JSON
-EVAL_BUDGETS = PREFIX + "evaluate:budgets"  # hash: repo -> evaluations left (a tune run's)
+
+
+def eval_budget(repo: str) -> str:
+    """Evaluations left on ``repo`` in a ``tune`` run (expires unless the run renews it)."""
+    return f"{PREFIX}evaluate:budget:{repo}"
 
 # Wisdom that transfers (state/presets.py): the features of each registered repository,
 # cached when distillation computes them (a merge worker that cannot open a repository later

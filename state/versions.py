@@ -80,8 +80,8 @@ def unevaluated_steps(client: redis.Redis, version: int | None = None) -> int:
     steps = 0
     while v is not None and not score(client, v).cases:
         record = get(client, v)
-        if record is None:
-            break
+        if record is None:  # left retention unevaluated: at most v more steps led to it
+            return steps + v
         steps += record.reason == "consensus"
         v = record.parent
     return steps

@@ -20,9 +20,11 @@ from schemas import tasks
 from schemas.params import ParameterPoint
 from schemas.repos import EvaluateRequest, RegisteredRepo
 from schemas.settings import Settings
+from schemas.versions import Evaluation
 from state import evaluations, keys, ledger, store, versions
 from tests.gitrepos import build_fixture
 from tests.services import ROOT, Worker, wait_until, worker_env
+from worker import evaluation
 
 # A point the fixture's cases rank clearly worse than the defaults with (checked below).
 WORSE = ParameterPoint(pagerank_alpha=0.99, boost_mentioned_ident=0.01,
@@ -216,3 +218,54 @@ def test_repo_add_list_remove_and_their_errors(fixture_repo: Path, tmp_path: Pat
     assert _cli(["repo", "remove", "fx"], tmp_path).returncode == 0
     gone = _cli(["repo", "remove", "fx"], tmp_path)
     assert gone.returncode == 2 and "no registered repository" in gone.stderr
+
+
+def test_a_redelivery_after_a_worker_died_past_recording_finishes_the_work(
+    client: redis.Redis, loop_settings: Settings, fixture_repo: Path
+) -> None:
+    """The first copy recorded the evidence and died before storing its result: the next
+    copy stores the result, pushes the failures and takes the entry off the due set."""
+    _register(client, fixture_repo)
+    request = EvaluateRequest(version=0, repo="fixture")
+    evaluations.mark_due(client, 0)
+    versions.record_evaluation(client, Evaluation(version=0, mean_ndcg=0.5, cases=30),
+                               evaluation.evaluation_id(request), loop_settings)
+    producer = Producer(loop_settings)
+    try:
+        result = evaluation.evaluate(client, loop_settings, request, producer)
+    finally:
+        producer.close()
+    assert result is not None and result.verdict == "recorded" and result.failures_pushed > 0
+    assert evaluations.result(client, 0, "fixture") == result and result.head
+    assert evaluations.due_count(client) == 0
+    assert int(client.hget(keys.EVALS, "0:cases") or 0) == 30  # the evidence counted once
+    assert ledger.open_count(client) == -(-result.failures_pushed // loop_settings.batch_size)
+
+
+def test_a_budget_stops_evaluations_and_lapses_with_its_run(
+    client: redis.Redis, loop_settings: Settings, fixture_repo: Path
+) -> None:
+    _register(client, fixture_repo)
+    evaluations.set_budget(client, "fixture", 1, ttl=60)
+    producer = Producer(loop_settings)
+    try:
+        first = evaluation.evaluate(client, loop_settings,
+                                    EvaluateRequest(version=0, repo="fixture"), producer)
+        versions.set_manual(client, WORSE, "next", loop_settings)
+        spent = evaluation.evaluate(client, loop_settings,
+                                    EvaluateRequest(version=1, repo="fixture"), producer)
+    finally:
+        producer.close()
+    assert first is not None and spent is None  # one evaluation, then the budget is spent
+    assert evaluations.due_count(client) == 0  # the refused one is not left due
+    assert 0 < client.ttl(keys.eval_budget("fixture")) <= 60  # a killed run's budget lapses
+
+
+def test_repo_add_makes_the_current_version_due_and_refuses_a_second_name(
+    fixture_repo: Path, tmp_path: Path
+) -> None:
+    assert _cli(["repo", "add", str(fixture_repo), "--name", "one"], tmp_path).returncode == 0
+    again = _cli(["repo", "add", str(fixture_repo), "--name", "two"], tmp_path)
+    assert again.returncode == 2 and "registered as 'one'" in " ".join(again.stderr.split())
+    status = json.loads(_cli(["status", "--json"], tmp_path).stdout)
+    assert status["repositories"] == ["one"] and status["evaluations_due"] == 1

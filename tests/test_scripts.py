@@ -492,12 +492,12 @@ def test_claim_stale_batches_claims_each_stale_batch_once_and_restamps_it(
     assert client.zscore(keys.PUSH_PENDING_ORDER, "t1") == 100.0
 
 
-def test_take_evaluation_runs_freely_without_a_budget_and_stops_when_it_is_spent(
+def test_take_evaluation_spends_a_budget_down_to_zero_and_never_below(
     client: redis.Redis,
 ) -> None:
     assert all(scripts.take_evaluation(client, "free") for _ in range(3))
-    assert not client.exists(keys.EVAL_BUDGETS)  # no budget: nothing written
-    client.hset(keys.EVAL_BUDGETS, "capped", 2)
+    assert not client.exists(keys.eval_budget("free"))  # no budget: nothing written
+    client.set(keys.eval_budget("capped"), 2)
     taken = [scripts.take_evaluation(client, "capped") for _ in range(4)]
     assert taken == [True, True, False, False]
-    assert client.hget(keys.EVAL_BUDGETS, "capped") == "0"  # never below zero
+    assert client.get(keys.eval_budget("capped")) == "0"

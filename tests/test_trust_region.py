@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import redis
 
+from schemas.params import ParameterPoint
 from schemas.settings import Settings
 from schemas.versions import Evaluation
 from state import versions
@@ -43,3 +44,16 @@ def test_an_evaluated_ancestor_resets_the_count(client: redis.Redis, settings: S
     _vote(client, settings, 1)
     _vote(client, settings, 2)
     assert versions.current_number(client) == 2 and versions.unevaluated_steps(client) == 2
+
+
+def test_steps_that_left_retention_unevaluated_still_count(
+    client: redis.Redis, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"consensus_quorum": 1, "version_retention": 10})
+    for i in range(3):
+        _vote(client, settings, i)
+    for i in range(12):  # manual versions push the unevaluated chain out of retention
+        versions.set_manual(client, ParameterPoint(focus_decay=0.3 + i / 100), f"m{i}", settings)
+    assert versions.unevaluated_steps(client) >= settings.max_unevaluated_steps
+    _vote(client, settings, 3)
+    assert versions.pending_votes(client) == 1  # the 3 steps left retention, still counted

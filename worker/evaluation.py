@@ -7,6 +7,7 @@ rollback follow it); ``heldout`` NDCG is stored beside it for reporting only.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import time
@@ -58,15 +59,14 @@ def _unit(x: float) -> float:
 
 def evaluate(client: redis.Redis, settings: Settings, request: EvaluateRequest,
              producer: Producer | None = None) -> RepoEvaluation | None:
-    """Score ``request.version`` on ``request.repo`` once; None when it was recorded before
-    or can no longer run (version dropped by retention, repository removed)."""
+    """Score ``request.version`` on ``request.repo`` and store it once; None when it was
+    stored before, can no longer run (version dropped by retention, repository removed),
+    or the repository's budget is spent."""
     record = versions.get(client, request.version)
     registered = evaluations.get_repo(client, request.repo)
-    if record is None or registered is None:
-        evaluations.drop_due(client, request.version, request.repo)
-        return None
-    if (evaluations.result(client, request.version, request.repo) is not None
-            or not evaluations.take_budget(client, request.repo)):  # done, or budget spent
+    if (record is None or registered is None
+            or evaluations.result(client, request.version, request.repo) is not None
+            or not evaluations.budget_left(client, request.repo)):
         evaluations.drop_due(client, request.version, request.repo)
         return None
     started = time.perf_counter()
@@ -77,34 +77,56 @@ def evaluate(client: redis.Redis, settings: Settings, request: EvaluateRequest,
         client, Evaluation(version=request.version, mean_ndcg=tuning.ndcg,
                            cases=max(tuning.cases, 1)),
         evaluation_id(request), settings)
-    if verdict == "duplicate":  # a racing worker recorded it: it pushes the failures
-        return None
+    # Every step from here is idempotent, so a copy that finds the evidence recorded (a
+    # racing worker, or a redelivery after a worker died past this point) finishes the
+    # work: the failures' batch ids are content hashes (sent once), the result is HSETNX.
     failures = sample_failures(repo, registered, record.params, request.version,
                                settings.eval_failures_per_version)
-    result = RepoEvaluation(version=request.version, repo=request.repo, tuning=tuning,
-                            heldout=heldout, failures_pushed=len(failures), verdict=verdict,
-                            seconds=round(time.perf_counter() - started, 3),
-                            finished_at=time.time())
-    evaluations.finish(client, result)
     if failures:
-        _push(failures, settings, producer)
+        _push(failures, settings, producer)  # before the result: a failed push is retried
+    result = RepoEvaluation(
+        version=request.version, repo=request.repo, tuning=tuning, heldout=heldout,
+        failures_pushed=len(failures), verdict="recorded" if verdict == "duplicate" else verdict,
+        seconds=round(time.perf_counter() - started, 3), finished_at=time.time(),
+        head=repo.index.head)
+    if not evaluations.finish(client, result):
+        return None
+    evaluations.spend_budget(client, request.repo)
     return result
 
 
 def evaluation_id(request: EvaluateRequest) -> str:
-    """The id ``record_evaluation`` dedupes on: one per (version, repository)."""
-    return f"auto:{request.version}:{request.repo}"[:64]
+    """The id ``record_evaluation`` dedupes on: one per (version, repository); the name
+    is hashed so that long names never collide by truncation."""
+    digest = hashlib.sha256(request.repo.encode()).hexdigest()[:16]
+    return f"auto:{request.version}:{digest}"
 
 
 def sample_failures(repo: Repository, registered: RegisteredRepo, point: ParameterPoint,
-                    version: int, limit: int) -> list[RankingFailure]:
-    """Up to ``limit`` failing tuning cases, sampled with the version as seed (each version
-    shows the reasoners different cases), named after the registered repository."""
+                    version: int, limit: int, seed: int | None = None) -> list[RankingFailure]:
+    """Up to ``limit`` failing tuning cases, sampled with ``seed`` (the version by default:
+    each version shows the reasoners different cases), named after the registered
+    repository."""
     failing = repo.failures(point, "tuning", params_version=version)
     if len(failing) > limit:
-        failing = random.Random(version).sample(failing, limit)
+        failing = random.Random(version if seed is None else seed).sample(failing, limit)
     context = RepoContext(name=registered.name, file_count=repo.file_count)
     return [f.model_copy(update={"repo_context": context}) for f in failing]
+
+
+def push_failures_again(client: redis.Redis, settings: Settings, version: int, repo_name: str,
+                        producer: Producer) -> int:
+    """Push a fresh sample of an evaluated version's failures (a new ``tune`` run on a
+    repository whose current version was evaluated there before); returns how many."""
+    record = versions.get(client, version)
+    registered = evaluations.get_repo(client, repo_name)
+    if record is None or registered is None:
+        return 0
+    failures = sample_failures(repository(registered, settings), registered, record.params,
+                               version, settings.eval_failures_per_version, time.time_ns())
+    if failures:
+        _push(failures, settings, producer)
+    return len(failures)
 
 
 def _push(failures: list[RankingFailure], settings: Settings, producer: Producer | None) -> None:

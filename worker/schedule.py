@@ -21,10 +21,18 @@ from redbeat.schedulers import acquire_distributed_beat_lock  # type: ignore[imp
 from redis.exceptions import LockError
 
 from schemas.settings import Settings
-from schemas.tasks import DISTILL, FLUSH_BUFFERS, MERGE_QUEUE, STEP_PARAMS, SWEEP_OPEN
+from schemas.tasks import (
+    DISPATCH_EVALUATIONS,
+    DISTILL,
+    FLUSH_BUFFERS,
+    MERGE_QUEUE,
+    STEP_PARAMS,
+    SWEEP_OPEN,
+)
 from state.ledger import CONFIRM_SECONDS
 
 logger = logging.getLogger("celery.beat")
+EVALUATION_DISPATCH_SECONDS = 30.0
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
@@ -53,6 +61,13 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
             "task": SWEEP_OPEN,
             "schedule": max(CONFIRM_SECONDS, settings.ledger_check_after_seconds / 4),
             "options": {"queue": MERGE_QUEUE, "expires": settings.ledger_check_after_seconds},
+        },
+        # Evaluations no merge sent (a version made by the CLI, a lost task or mark), and the
+        # current version re-marked where it has no result.
+        "dispatch-evaluations": {
+            "task": DISPATCH_EVALUATIONS,
+            "schedule": EVALUATION_DISPATCH_SECONDS,
+            "options": {"queue": MERGE_QUEUE, "expires": EVALUATION_DISPATCH_SECONDS},
         },
     }
 

@@ -179,6 +179,14 @@ def evaluate_version(request: Any) -> dict[str, Any]:
     except RepositoryError as exc:  # the repository moved or lost its history: no retry helps
         evaluations.drop_due(runtime.state(), parsed.version, parsed.repo)
         return _dead(names.EVALUATE_VERSION, request, f"repository unusable: {exc}")
+    except (redis.ConnectionError, redis.TimeoutError):
+        raise  # retried (RETRY): it may succeed next time
+    except Exception:
+        # dead-lettered by the task base with the reason; off the due set, so it is not
+        # re-run every redispatch period (the beat re-marks the current version)
+        with contextlib.suppress(redis.RedisError):
+            evaluations.drop_due(runtime.state(), parsed.version, parsed.repo)
+        raise
     _dispatch_evaluations(runtime.state())  # a rollback it caused is a new version
     if result is None:
         return {"status": "duplicate", "version": parsed.version, "repo": parsed.repo}
