@@ -129,8 +129,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         return _demo_samples(args, settings)
     with embedded.service(settings) as live:
         client = store.connect(live.state_url)
-        outcome = loop.run_loop(client, live, path, loop.default_name(repo), args.window,
-                                args.evaluations, min(args.timeout, DEMO_STALL_SECONDS))
+        name = loop.ensure_registered(client, path, loop.default_name(repo), args.window,
+                                      repo.index.head)
+        outcome = loop.run_loop(client, live, name, args.evaluations,
+                                min(args.timeout, DEMO_STALL_SECONDS))
         wisdom = _distill_now(live, client, args.timeout)
     loop.write_best(outcome, args.output)
     if outcome.rows and outcome.best is not None:

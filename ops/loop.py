@@ -193,8 +193,10 @@ def cmd_repo(args: argparse.Namespace, settings: Settings) -> int:
                 raise BadInput(f"no registered repository named {args.target!r}")
             out.print(f"removed {args.target}")
             return 0
-        repo = register(client, Path(_name_arg(args)), args.name, args.window, settings)
-    out.print(f"registered {repo.name} ({repo.path}, window {repo.window})")
+        repo = register(client, Path(_name_arg(args)), args.name, args.window, settings,
+                        args.follow_head)
+    at = f"at {repo.commit[:12]}" if repo.commit else "following HEAD"
+    out.print(f"registered {repo.name} ({repo.path} {at}, window {repo.window})")
     return 0
 
 
@@ -205,7 +207,7 @@ def _name_arg(args: argparse.Namespace) -> str:
 
 
 def register(client: redis.Redis, path: Path, name: str | None, window: int,
-             settings: Settings) -> RegisteredRepo:
+             settings: Settings, follow_head: bool = False) -> RegisteredRepo:
     """Check ``path`` is a usable repository (building its index), register it, and make
     the current version due there."""
     repo = open_repo(path, settings, window)
@@ -213,7 +215,7 @@ def register(client: redis.Redis, path: Path, name: str | None, window: int,
     if evaluations.get_repo(client, name) is not None:
         raise BadInput(f"a repository named {name!r} is registered already "
                        "(--name to choose another)")
-    ensure_registered(client, path, name, window)
+    ensure_registered(client, path, name, window, "" if follow_head else repo.index.head)
     evaluations.mark_due(client, versions.current_number(client), [name])
     entry = evaluations.get_repo(client, name)
     assert entry is not None  # just registered
@@ -241,11 +243,10 @@ def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
     with embedded.service(settings) as live:
         client = store.connect(live.state_url)
         name = ensure_registered(client, args.repo, args.name or default_name(repo),
-                                 args.window)
+                                 args.window, repo.index.head)
         if args.start == "recommended":  # after the checks: a refused run changes nothing
             warm_start(client, live, repo)
-        outcome = run_loop(client, live, args.repo, name, args.window, args.evaluations,
-                           args.stall_seconds)
+        outcome = run_loop(client, live, name, args.evaluations, args.stall_seconds)
     write_best(outcome, args.output)
     return 130 if outcome.interrupted else 0
 
@@ -285,11 +286,10 @@ class LoopOutcome:
     interrupted: bool
 
 
-def run_loop(client: redis.Redis, settings: Settings, path: Path, name: str, window: int,
-             goal: int, stall: float) -> LoopOutcome:
-    """Register ``path`` as ``name`` (once), start the loop on it and follow it until
-    ``goal`` new evaluations landed, the loop idled ``stall`` seconds, or Ctrl-C."""
-    ensure_registered(client, path, name, window)
+def run_loop(client: redis.Redis, settings: Settings, name: str, goal: int, stall: float
+             ) -> LoopOutcome:
+    """Start the loop on the registered repository ``name`` and follow it until ``goal``
+    new evaluations landed, the loop idled ``stall`` seconds, or Ctrl-C."""
     seen = {r.version for r in evaluations.results(client) if r.repo == name}
     # the loop stops at the goal on this repository; a killed run's budget lapses
     evaluations.set_budget(client, name, goal, BUDGET_TTL)
@@ -318,10 +318,11 @@ def default_name(repo: Repository) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", repo.name).lstrip("._-")[:100] or "repo"
 
 
-def ensure_registered(client: redis.Redis, path: Path, name: str, window: int) -> str:
-    """Register ``path`` as ``name`` unless it is already; returns the name. A name taken by
-    another path, or a path registered under another name (it would be evaluated twice),
-    is refused."""
+def ensure_registered(client: redis.Redis, path: Path, name: str, window: int,
+                      commit: str = "") -> str:
+    """Register ``path`` as ``name`` at ``commit`` unless it is already; returns the name. A
+    name taken by another path, or a path registered under another name (it would be
+    evaluated twice), is refused."""
     resolved = str(path.resolve())
     for repo in evaluations.repos(client):
         if repo.path == resolved and repo.name != name:
@@ -331,13 +332,17 @@ def ensure_registered(client: redis.Redis, path: Path, name: str, window: int) -
         raise BadInput(f"a repository named {name!r} is registered at {existing.path} "
                        "(--name to choose another)")
     if existing is None:
-        evaluations.add_repo(client, _entry(name, resolved, window))
+        evaluations.add_repo(client, _entry(name, resolved, window, commit))
+    elif commit and existing.commit and existing.commit != commit:
+        out.print(f"{name} stays pinned at {existing.commit[:12]} (its HEAD is now "
+                  f"{commit[:12]}): repo remove {name}, then register it again to move on")
     return name
 
 
-def _entry(name: str, path: str, window: int) -> RegisteredRepo:
+def _entry(name: str, path: str, window: int, commit: str) -> RegisteredRepo:
     try:
-        return RegisteredRepo(name=name, path=path, window=window, added_at=time.time())
+        return RegisteredRepo(name=name, path=path, window=window, added_at=time.time(),
+                              commit=commit)
     except ValueError as exc:
         raise BadInput(f"--name {name!r}: {str(exc).splitlines()[-1].strip()}") from None
 
@@ -446,6 +451,9 @@ def add_parsers(sub: Any) -> None:
     rp.add_argument("action", choices=["add", "list", "remove"])
     rp.add_argument("target", nargs="?", help="add: a path; remove: a name")
     rp.add_argument("--name", help="add: the name (default: the directory's)")
+    rp.add_argument("--follow-head", action="store_true",
+                    help="add: score on the newest history instead of pinning the commit "
+                    "(scores of different commits rank different cases)")
     rp.set_defaults(func=cmd_repo)
     tu = sub.add_parser("tune", help="the closed loop on one repository")
     tu.add_argument("--repo", type=Path, required=True)

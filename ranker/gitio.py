@@ -51,15 +51,18 @@ def git(repo: Path, *args: str) -> bytes:
     return done.stdout
 
 
-def head(repo: Path) -> str:
-    """HEAD's commit id, or RepositoryError when ``repo`` is no git repository with commits."""
+def head(repo: Path, rev: str = "HEAD") -> str:
+    """The commit id ``rev`` (HEAD by default) names, or RepositoryError when ``repo`` is no
+    git repository with commits, or has no such commit."""
     if not repo.is_dir():
         raise RepositoryError(f"{repo} is not a git repository: no such directory")
     done = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "--verify", "-q", "HEAD^{commit}"],
+        ["git", "-C", str(repo), "rev-parse", "--verify", "-q", f"{rev}^{{commit}}"],
         capture_output=True, check=False,
     )
     if done.returncode != 0:
+        if rev != "HEAD" and head(repo):
+            raise RepositoryError(f"{repo} has no commit {rev}")
         raise RepositoryError(f"{repo} is not a git repository (or has no commits)")
     return done.stdout.decode().strip()
 
@@ -84,11 +87,12 @@ def _commit(chunk: str) -> Commit:
     return Commit(sha, tree, tuple(parents.split()), int(time), subject, tuple(_changes(tokens)))
 
 
-def first_parent_log(repo: Path, count: int) -> list[Commit]:
-    """The last ``count`` first-parent commits, oldest first, each with its first-parent diff."""
+def first_parent_log(repo: Path, count: int, rev: str = "HEAD") -> list[Commit]:
+    """The last ``count`` first-parent commits up to ``rev``, oldest first, each with its
+    first-parent diff."""
     out = git(
         repo, "-c", "core.quotePath=false", "log", "--first-parent", f"-n{count}", "--raw",
-        "--no-abbrev", "-M", "--diff-merges=first-parent", "-z", f"--format={_FORMAT}",
+        "--no-abbrev", "-M", "--diff-merges=first-parent", "-z", f"--format={_FORMAT}", rev,
     )
     chunks = out.decode("utf-8", "surrogateescape").split("\x01")
     return [_commit(chunk) for chunk in reversed(chunks) if chunk.strip()]

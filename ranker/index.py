@@ -139,10 +139,12 @@ def _check_usable(split: dict[str, list[Case]], window_commits: int) -> None:
         )
 
 
-def build(repo: Path, window: int, previous: Index | None, progress: Progress | None) -> Index:
-    """Build the index, reusing ``previous``'s parsed tags and tree graphs."""
-    sha = head(repo)
-    log = first_parent_log(repo, window + HISTORY_COMMITS)
+def build(repo: Path, window: int, previous: Index | None, progress: Progress | None,
+          rev: str = "HEAD") -> Index:
+    """Build the index of the history up to ``rev``, reusing ``previous``'s parsed tags and
+    tree graphs."""
+    sha = head(repo, rev)
+    log = first_parent_log(repo, window + HISTORY_COMMITS, sha)
     first_case = max(0, len(log) - window)
     if progress:
         progress("history", 0, len(log))

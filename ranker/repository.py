@@ -37,15 +37,17 @@ SOLUTIONS_KEPT = 8  # PageRank solutions cached per (split, alpha)
 class Repository:
     """One repository's evaluation cases; scoring a point is PageRank plus array boosts."""
 
-    def __init__(self, path: Path, index: Index) -> None:
+    def __init__(self, path: Path, index: Index, rev: str = "HEAD") -> None:
         self.path = path
         self.index = index
+        self.rev = rev
         self._batches: dict[str, Batch] = dict(index.batches)
         self._solutions: OrderedDict[tuple[str, float], F64] = OrderedDict()
 
     def is_current(self) -> bool:
-        """True while the repository's HEAD is the commit this index was built at."""
-        return head(self.path) == self.index.head
+        """True while the revision this index was opened at still names its commit (HEAD
+        moves with new commits; a commit id never does)."""
+        return head(self.path, self.rev) == self.index.head
 
     @property
     def name(self) -> str:
@@ -185,23 +187,24 @@ class Repository:
 
 
 def open_repository(path: Path | str, cache_dir: Path, window: int = 2000,
-                    progress: Progress | None = None) -> Repository:
-    """Open a git repository for evaluation, loading its cached index when HEAD and the
-    window are unchanged, else building it (re-parsing only blobs not seen before).
+                    progress: Progress | None = None, rev: str = "HEAD") -> Repository:
+    """Open a git repository for evaluation at ``rev`` (HEAD by default: a commit id pins
+    the cases), loading its cached index when that commit and the window are unchanged,
+    else building it (re-parsing only blobs not seen before).
 
     Raises RepositoryError (a ValueError) when ``path`` is no git repository or has too
     few usable commits.
     """
     repo = Path(path)
-    sha = head(repo)
+    sha = head(repo, rev)
     where = cache_path(Path(cache_dir), repo)
     cached = load(where)
     if cached is not None and cached.head == sha and cached.window == window:
         cached.parsed_blobs = 0
-        return Repository(repo, cached)
-    index = build(repo, window, cached, progress)
+        return Repository(repo, cached, rev)
+    index = build(repo, window, cached, progress, sha)
     save(index, where)
-    return Repository(repo, index)
+    return Repository(repo, index, rev)
 
 
 def paired_interval(a_per_case: F64, b_per_case: F64, repo_or_meta: Repository | CaseMeta,

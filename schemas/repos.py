@@ -23,6 +23,9 @@ class RegisteredRepo(BaseModel):
     # the last ``window`` first-parent commits give the cases (oldest 70 % tuning)
     window: Annotated[int, Field(ge=20, le=20_000)] = 2_000
     added_at: float = 0.0
+    # the commit the cases come from, pinned at registration so that every version is
+    # scored on the same cases ("" follows HEAD: new commits change the cases)
+    commit: Annotated[str, StringConstraints(max_length=64)] = ""
 
 
 class SplitScore(BaseModel):

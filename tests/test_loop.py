@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from ops import loop
 from producer.api import Producer
 from ranker import open_repository
 from schemas import tasks
@@ -22,7 +23,7 @@ from schemas.repos import EvaluateRequest, RegisteredRepo
 from schemas.settings import Settings
 from schemas.versions import Evaluation
 from state import evaluations, keys, ledger, store, versions
-from tests.gitrepos import build_fixture
+from tests.gitrepos import add_commit, build_fixture
 from tests.services import ROOT, Worker, wait_until, worker_env
 from worker import evaluation
 
@@ -269,3 +270,22 @@ def test_repo_add_makes_the_current_version_due_and_refuses_a_second_name(
     assert again.returncode == 2 and "registered as 'one'" in " ".join(again.stderr.split())
     status = json.loads(_cli(["status", "--json"], tmp_path).stdout)
     assert status["repositories"] == ["one"] and status["evaluations_due"] == 1
+
+
+def test_a_registered_repository_is_scored_at_its_pinned_commit(
+    client: redis.Redis, loop_settings: Settings, fixture_repo: Path, tmp_path: Path
+) -> None:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(fixture_repo), str(clone)], check=True)
+    pinned = open_repository(clone, tmp_path / "cache").index.head
+    loop.ensure_registered(client, clone, "pinned", 2000, pinned)
+    add_commit(clone, "fix config parsing in the engine", ["app.py", "src/pkg/util.py"],
+               revision=99)  # HEAD moves on after registration
+    producer = Producer(loop_settings)
+    try:
+        result = evaluation.evaluate(client, loop_settings,
+                                     EvaluateRequest(version=0, repo="pinned"), producer)
+    finally:
+        producer.close()
+    assert result is not None and result.head == pinned
+    assert open_repository(clone, tmp_path / "cache").index.head != pinned

@@ -26,7 +26,7 @@ from schemas.settings import Settings
 from schemas.versions import Evaluation
 from state import evaluations, versions
 
-_open: dict[tuple[str, int], Repository] = {}
+_open: dict[tuple[str, int, str], Repository] = {}
 _open_lock = threading.Lock()  # one index build per repository, not one per thread
 
 
@@ -36,13 +36,15 @@ def cache_dir(settings: Settings) -> Path:
 
 
 def repository(repo: RegisteredRepo, settings: Settings) -> Repository:
-    """The repository's ranker index, opened once per process and kept up to date with
-    its HEAD (``open_repository`` extends a cached index with new commits)."""
+    """The repository's ranker index at its pinned commit (or HEAD, kept up to date:
+    ``open_repository`` extends a cached index with new commits), opened once per process."""
+    rev = repo.commit or "HEAD"
     with _open_lock:
-        key = (repo.path, repo.window)
+        key = (repo.path, repo.window, rev)
         cached = _open.get(key)
         if cached is None or not cached.is_current():
-            _open[key] = open_repository(repo.path, cache_dir(settings), window=repo.window)
+            _open[key] = open_repository(repo.path, cache_dir(settings), window=repo.window,
+                                         rev=rev)
         return _open[key]
 
 
