@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,8 +175,24 @@ def service(settings: Settings, *, workers: bool = True) -> Iterator[Settings]:
             yield settings.model_copy(update={"redis_url": url})
         finally:
             _running.clear()
-            stop(procs)
-            stop([redis_proc], timeout=20)
+            with _uninterrupted():  # a second Ctrl-C must not orphan redis-server on the AOF
+                stop(procs)
+                stop([redis_proc], timeout=20)
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM while the block runs (in the main thread only: elsewhere
+    signals cannot be set, nor reach the thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
