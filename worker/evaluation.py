@@ -11,6 +11,7 @@ import hashlib
 import random
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import redis
@@ -26,7 +27,8 @@ from schemas.settings import Settings
 from schemas.versions import Evaluation
 from state import evaluations, versions
 
-_open: dict[tuple[str, int, str], Repository] = {}
+_open: OrderedDict[tuple[str, int, str], Repository] = OrderedDict()
+OPEN_KEPT = 8  # indexes a process keeps (each tens of MiB on a large repository)
 _open_lock = threading.Lock()  # one index build per repository, not one per thread
 
 
@@ -45,6 +47,9 @@ def repository(repo: RegisteredRepo, settings: Settings) -> Repository:
         if cached is None or not cached.is_current():
             _open[key] = open_repository(repo.path, cache_dir(settings), window=repo.window,
                                          rev=rev)
+        _open.move_to_end(key)
+        while len(_open) > OPEN_KEPT:  # least recently used first (a removed repository's)
+            _open.popitem(last=False)
         return _open[key]
 
 
