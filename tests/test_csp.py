@@ -8,13 +8,13 @@ import base64
 import hashlib
 import http.server
 import re
-import shutil
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -28,6 +28,7 @@ from ops.http import create_app
 from schemas.settings import Settings
 from schemas.wisdom import Heuristic, Wisdom
 from state import store
+from tests.browser import CHROMIUM, DRIVER, MISSING, chrome
 from tests.services import wait_until
 
 IMAGE_URL = "http://127.0.0.1:{port}/pixel.png?q=secret-scratchpad"
@@ -169,8 +170,6 @@ def _sha256(source: str) -> str:
 
 # --- in a real browser -----------------------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
 
 
 @contextmanager
@@ -212,24 +211,13 @@ def tracker() -> Iterator[tuple[int, list[str]]]:
 
 
 @pytest.mark.skipif(not (CHROMIUM and DRIVER),
-                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+                    reason=MISSING)
 def test_in_a_real_browser_the_pages_work_under_their_policy_and_leak_nothing(
     settings: Settings, client: redis.Redis, tmp_path: Path
 ) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1400,2200",
-                 f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-
-    def check(browser: webdriver.Chrome) -> None:
+    def check(browser: Any) -> None:
         wait_until(lambda: browser.find_element(By.TAG_NAME, "body").get_attribute(
             "data-ready") == "1", 30, "the page drawn (its scripts ran under the policy)")
         wait_until(lambda: "secret-scratchpad" in browser.find_element(By.ID, "wisdom").text,
@@ -245,7 +233,7 @@ def test_in_a_real_browser_the_pages_work_under_their_policy_and_leak_nothing(
         store.save_wisdom(client, malicious_wisdom(port), consumed=0, keep=5)
         report = tmp_path / "report.html"
         report.write_text(dashboard.render(dashboard.collect(client, settings), live=False))
-        browser = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
+        browser = chrome(tmp_path / "profile", console_log=True)
         try:
             with serving(settings) as base:
                 browser.get(base + "/dashboard")

@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -19,6 +18,7 @@ from schemas.repos import RepoEvaluation, SplitScore
 from schemas.settings import Settings
 from schemas.versions import Evaluation
 from state import evaluations, store, versions
+from tests.browser import CHROMIUM, DRIVER, MISSING, chrome
 from tests.factories import episode
 from tests.services import ROOT, wait_until, worker_env
 from worker import distill, reducer
@@ -114,27 +114,16 @@ def test_dashboard_requires_the_token(api: str) -> None:
         assert json.load(r)["current_version"] == 0
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
 
 
 @pytest.mark.skipif(not (CHROMIUM and DRIVER),
-                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+                    reason=MISSING)
 def test_dashboard_in_a_real_browser(api: str, client: redis.Redis, settings: Settings,
                                      tmp_path: Path) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     _populate(client, settings)
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1400,2200",
-                 f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
+    browser = chrome(tmp_path / "profile")
     try:
         browser.get(api + "/dashboard?token=s3cret")
         wait_until(lambda: browser.find_element(By.TAG_NAME, "body").get_attribute(
