@@ -241,30 +241,7 @@ def recommend(presets: list[Preset], features: RepoFeatures, wisdom_version: int
                               features=features, considered=considered,
                               wisdom_version=wisdom_version)
 
-    def nearest(options: list[Preset]) -> Preset:
-        return min(options, key=lambda p: (p.distance(features), -(p.expected_effect() or 0.0),
-                                           p.name))
-
-    specific = [p for p in fits if not p.cross_repository]
-    robust = [p for p in fits if p.cross_repository]
-    twins = [p for p in specific if p.distance(features) <= NEAR_MATCH]
-    if twins:
-        best = nearest(twins)
-        why = (f"the nearest in features at distance {best.distance(features):.2f} (within "
-               f"{NEAR_MATCH:g}: a near twin, preferred to a cross-repository preset)")
-    elif robust:
-        best = max(robust, key=lambda p: (_worst_gain(p), p.name))
-        others = (f"; no repository-specific preset is within {NEAR_MATCH:g} in features "
-                  f"(nearest: {nearest(specific).name} at "
-                  f"{nearest(specific).distance(features):.2f})" if specific else "")
-        measure = ("leave-one-out transfer gain between" if any(e.transfer_from for e in
-                                                                best.evidence)
-                   else "tuning gain over")
-        why = (f"the cross-repository preset (worst-case {measure} the training repositories "
-               f"{_worst_gain(best):+.4f}){others}")
-    else:
-        best = nearest(fits)
-        why = f"the nearest in features at distance {best.distance(features):.2f}"
+    best, why = _choose(fits, features)
     assert best.condition is not None
     learned = ", ".join(f"{e.repo} v{e.version}" if not e.measured_at_distillation else e.repo
                         for e in best.evidence if e.learned_here)
@@ -272,6 +249,41 @@ def recommend(presets: list[Preset], features: RepoFeatures, wisdom_version: int
     return Recommendation(matched=True, preset=best, reason=reason, features=features,
                           expected_effect=best.expected_effect(), considered=considered,
                           wisdom_version=wisdom_version)
+
+
+def _choose(fits: list[Preset], features: RepoFeatures) -> tuple[Preset, str]:
+    """``recommend``'s rule among the presets whose condition holds, with its reason."""
+    specific = [p for p in fits if not p.cross_repository]
+    robust = [p for p in fits if p.cross_repository]
+    twins = [p for p in specific if p.distance(features) <= NEAR_MATCH]
+    if twins:
+        best = _nearest(twins, features)
+        return best, (f"the nearest in features at distance {best.distance(features):.2f} "
+                      f"(within {NEAR_MATCH:g}: a near twin, preferred to a cross-repository "
+                      "preset)")
+    if robust:
+        return _robust_choice(robust, specific, features)
+    best = _nearest(fits, features)
+    return best, f"the nearest in features at distance {best.distance(features):.2f}"
+
+
+def _nearest(options: list[Preset], features: RepoFeatures) -> Preset:
+    return min(options, key=lambda p: (p.distance(features), -(p.expected_effect() or 0.0),
+                                       p.name))
+
+
+def _robust_choice(robust: list[Preset], specific: list[Preset], features: RepoFeatures
+                   ) -> tuple[Preset, str]:
+    best = max(robust, key=lambda p: (_worst_gain(p), p.name))
+    others = ""
+    if specific:
+        near = _nearest(specific, features)
+        others = (f"; no repository-specific preset is within {NEAR_MATCH:g} in features "
+                  f"(nearest: {near.name} at {near.distance(features):.2f})")
+    measure = ("leave-one-out transfer gain between"
+               if any(e.transfer_from for e in best.evidence) else "tuning gain over")
+    return best, (f"the cross-repository preset (worst-case {measure} the training "
+                  f"repositories {_worst_gain(best):+.4f}){others}")
 
 
 def _worst_gain(preset: Preset) -> float:
