@@ -50,6 +50,19 @@ def private_redis() -> Iterator[str]:
         shutil.rmtree(data, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def scratch(work_dir: Path | None, prefix: str) -> Iterator[Path]:
+    """``work_dir`` as given (kept), or a temporary one removed at the end."""
+    if work_dir is not None:
+        yield work_dir
+        return
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def clone_bundle(bundle: Path, target: Path, *, fresh: bool = False) -> Path:
     """A clone of a git bundle at ``target`` (kept when one is there, unless ``fresh``)."""
     if fresh:

@@ -39,10 +39,8 @@ import argparse
 import logging
 import math
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -51,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import clone_bundle, private_redis
+from bench.common import clone_bundle, private_redis, scratch
 from producer.api import chunk
 from ranker import Repository, open_repository, paired_interval
 from schemas.failures import FailureBatch
@@ -507,31 +505,28 @@ def run(corpora_dir: Path | None = CORPORA_DIR, work_dir: Path | None = None,
         budgets: Sequence[int] = (10, 20, 30), seeds: int = 5,
         repos: Sequence[Path] = (), note: str = "") -> str:
     """Run the head-to-head and return its Markdown section."""
-
     started = time.monotonic()
-    own_work = work_dir is None
-    work = Path(tempfile.mkdtemp(prefix="ripmap-h2h-")) if work_dir is None else work_dir
-    targets: list[tuple[str, Path]] = [(Path(p).resolve().name, Path(p)) for p in repos]
+    with scratch(work_dir, "ripmap-h2h-") as work, private_redis() as url:
+        targets = _targets(corpora_dir, repos, work)
+        client = store.connect(url)
+        settings = Settings(redis_url=url, reasoner="heuristic")
+        audit: dict[str, AuditCounts] = {}
+        rule_audit: dict[str, AuditCounts] = {}
+        results = [run_repository(name, path, work / "cache", budgets, seeds, client,
+                                  settings, audit, rule_audit) for name, path in targets]
+    return report(results, budgets, seeds, audit, time.monotonic() - started, note, rule_audit)
+
+
+def _targets(corpora_dir: Path | None, repos: Sequence[Path], work: Path
+             ) -> list[tuple[str, Path]]:
+    """The repositories to run on: ``repos`` as given, else clones of the corpus bundles."""
+    targets = [(Path(p).resolve().name, Path(p)) for p in repos]
     if corpora_dir is not None and not repos:
-        for name in CORPORA:
-            bundle = corpora_dir / f"{name}.bundle"
-            if bundle.exists():
-                targets.append((name, clone_bundle(bundle, work / name)))
+        targets = [(name, clone_bundle(corpora_dir / f"{name}.bundle", work / name))
+                   for name in CORPORA if (corpora_dir / f"{name}.bundle").exists()]
     if not targets:
         raise SystemExit("no repositories: give --repo PATH or --corpora DIR with bundles")
-    try:
-        with private_redis() as url:
-            client = store.connect(url)
-            settings = Settings(redis_url=url, reasoner="heuristic")
-            audit: dict[str, AuditCounts] = {}
-            rule_audit: dict[str, AuditCounts] = {}
-            results = [run_repository(name, path, work / "cache", budgets, seeds, client,
-                                      settings, audit, rule_audit) for name, path in targets]
-        return report(results, budgets, seeds, audit, time.monotonic() - started, note,
-                      rule_audit)
-    finally:
-        if own_work:
-            shutil.rmtree(work, ignore_errors=True)
+    return targets
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -45,10 +45,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,7 +55,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from bench.common import clone_bundle, private_redis
+from bench.common import clone_bundle, private_redis, scratch
 from bench.headtohead import CORPORA_DIR, SAMPLE, Scorer, Trace, run_random, run_tpe
 from producer.api import chunk
 from ranker import Repository, open_repository, paired_interval
@@ -550,26 +548,20 @@ def run(corpora_dir: Path = CORPORA_DIR, work_dir: Path | None = None,
         note: str = "", jointly: bool = False) -> str:
     """Run the leave-one-repository-out benchmark and return its Markdown section."""
     started = time.monotonic()
-    own = work_dir is None
-    work = Path(tempfile.mkdtemp(prefix="ripmap-transfer-")) if work_dir is None else work_dir
-    paths = {n: clone_bundle(corpora_dir / f"{n}.bundle", work / n) for n in CORPORA
-             if (corpora_dir / f"{n}.bundle").exists()}
-    if len(paths) < 3:
-        raise SystemExit(f"need the three corpora in {corpora_dir}")
-    try:
-        with private_redis() as url:
-            client = store.connect(url)
-            settings = Settings(redis_url=url, reasoner="heuristic", data_dir=work)
-            cache = work / "ranker"  # worker.evaluation.cache_dir(settings): one index cache
-            results = [run_fold(t, paths, cache, client, settings, seeds, learn_goal)
-                       for t in folds]
-            text = report(results, seeds, learn_goal, time.monotonic() - started, note)
-            if jointly:
-                text += joint_section(client, settings, paths, cache, learn_goal, folds)
-        return text
-    finally:
-        if own:
-            shutil.rmtree(work, ignore_errors=True)
+    with scratch(work_dir, "ripmap-transfer-") as work, private_redis() as url:
+        paths = {n: clone_bundle(corpora_dir / f"{n}.bundle", work / n) for n in CORPORA
+                 if (corpora_dir / f"{n}.bundle").exists()}
+        if len(paths) < 3:
+            raise SystemExit(f"need the three corpora in {corpora_dir}")
+        client = store.connect(url)
+        settings = Settings(redis_url=url, reasoner="heuristic", data_dir=work)
+        cache = work / "ranker"  # worker.evaluation.cache_dir(settings): one index cache
+        results = [run_fold(t, paths, cache, client, settings, seeds, learn_goal)
+                   for t in folds]
+        text = report(results, seeds, learn_goal, time.monotonic() - started, note)
+        if jointly:
+            text += joint_section(client, settings, paths, cache, learn_goal, folds)
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> None:
