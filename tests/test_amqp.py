@@ -35,6 +35,7 @@ from tests.factories import failure
 from tests.fake_claude import fake_claude
 from tests.services import Worker, declare_amqp_queues, wait_until, worker_env
 from tests.test_chaos import account
+from tests.test_wire import assert_merged_from_the_wire
 
 RECEIVED = "Task ripmap.reason_episode[{}] received"
 
@@ -179,13 +180,7 @@ def test_the_worker_merges_a_protocol2_message_published_with_plain_amqp(
             channel = conn.channel()
             channel.confirm_select()
             channel.basic_publish(message, exchange="", routing_key=tasks.EPISODE_QUEUE)
-        batch_id = FailureBatch.model_validate(payload).batch_id
-        wait_until(lambda: store.merged_flags(client, [batch_id])[0]
-                   or deadletters.count(client), 60, "the episode to be merged")
-        assert deadletters.count(client) == 0, deadletters.list_all(client)[0].reason
-        episode = store.recent_episodes(client, 1)[0]
-        assert episode["batch_id"] == batch_id and episode["failure_count"] == 2
-        assert episode["mean_ndcg"] == 0.0
+        assert_merged_from_the_wire(client, payload)
     finally:
         w.stop()
 

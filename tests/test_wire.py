@@ -83,6 +83,11 @@ def test_the_worker_merges_a_minimal_protocol2_message_published_with_kombu(
             content_type="application/json", content_encoding="utf-8",
             headers={"lang": "rust", "task": tasks.REASON_EPISODE, "id": uuid.uuid4().hex},
         )
+    assert_merged_from_the_wire(client, payload)
+
+
+def assert_merged_from_the_wire(client: redis.Redis, payload: dict[str, Any]) -> None:
+    """The hand-built message's two-failure batch (ndcg 0) ended as one merged episode."""
     batch_id = FailureBatch.model_validate(payload).batch_id
     wait_until(lambda: store.merged_flags(client, [batch_id])[0]
                or deadletters.count(client), 60, "the episode to be merged")
